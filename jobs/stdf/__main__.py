@@ -1,0 +1,80 @@
+"""Command line: python -m jobs.stdf convert FILE OUTDIR [--engine arrow|pystdf]."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import DEFAULT_BATCH_SIZE, ENGINES, StdfReadError, convert_stdf
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.stdf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser(
+        "convert", help="convert an STDF file (.stdf/.std, .gz, .bz2, .zip) to Parquet tables + manifest.json"
+    )
+    convert.add_argument("file", type=Path)
+    convert.add_argument("outdir", type=Path)
+    convert.add_argument("--engine", choices=ENGINES, default=None, help="default: [stdf] engine in luigi.cfg")
+    convert.add_argument("--batch-size", type=int, default=None, help="records per Arrow batch")
+    convert.add_argument("--compression", default=None, help="Parquet compression (default: luigi.cfg)")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[str, int, str]:
+    """Command-line values, else luigi.cfg's [stdf] section (read only when needed: luigi is slow to import)."""
+    if args.engine and args.batch_size and args.compression:
+        return args.engine, args.batch_size, args.compression
+    from ..config import stdf
+
+    cfg = stdf()
+    return args.engine or cfg.engine, args.batch_size or cfg.batch_size, args.compression or cfg.compression
+
+
+def _progress_bar(path: Path, quiet: bool):
+    """A tqdm bar over the bytes read, on an interactive terminal only."""
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    from .source import compression_of
+
+    total = path.stat().st_size if compression_of(path) == "none" else None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=path.name, leave=False)
+
+    def update(offset: int) -> None:
+        bar.update(max(0, offset - bar.n))
+
+    return bar, update
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    engine, batch_size, compression = _settings(args)
+    bar, progress = _progress_bar(args.file, args.quiet)
+    try:
+        manifest = convert_stdf(args.file, args.outdir, engine, batch_size, compression, progress)
+    except StdfReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        rows = manifest["rows"]
+        note = f", truncated at byte {manifest['file']['truncated_at']}" if manifest["truncated"] else ""
+        print(
+            f"{args.file}: {rows['parts']} parts, {rows['results']} results, {rows['tests']} tests, "
+            f"{rows['bins']} bins in {manifest['seconds']:.2f} s ({engine}){note} -> {args.outdir}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

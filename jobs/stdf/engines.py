@@ -1,0 +1,231 @@
+"""The two reading engines, behind one interface: a stream of (record type, Arrow batch).
+
+Both engines yield batches with stdf-convert's column names and types, limited to the columns
+the normalizer uses, so everything after this point is shared and the two engines can be
+compared table for table.
+
+- `arrow` streams stdf-convert's Rust parser (`stdf_convert.batches`), which decodes on a
+  background thread without the GIL while we normalize the previous batch.
+- `pystdf` runs the pure-Python reference parser and builds the same batches from its records.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from .source import StdfReadError, open_stream, sniff_byte_order
+
+Batch = tuple[str, pa.RecordBatch]
+ENGINES = ("arrow", "pystdf")
+
+# Columns the normalizer reads, per record type; every batch also has sequence_number and
+# byte_offset. Record types not listed are only counted.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "FAR": ("CPU_TYPE", "STDF_VER"),
+    "MIR": (
+        "SETUP_T", "START_T", "STAT_NUM", "LOT_ID", "PART_TYP", "NODE_NAM", "TSTR_TYP", "JOB_NAM",
+        "JOB_REV", "SBLOT_ID", "OPER_NAM", "EXEC_TYP", "EXEC_VER", "TEST_COD", "TST_TEMP",
+        "FACIL_ID", "FLOOR_ID", "PROC_ID", "FLOW_ID",
+    ),  # fmt: skip
+    "MRR": ("FINISH_T",),
+    "WIR": ("HEAD_NUM", "START_T", "WAFER_ID"),
+    "WRR": ("HEAD_NUM", "FINISH_T", "PART_CNT", "WAFER_ID"),
+    "PIR": ("HEAD_NUM", "SITE_NUM"),
+    "PRR": (
+        "HEAD_NUM", "SITE_NUM", "PART_FLG", "NUM_TEST", "HARD_BIN", "SOFT_BIN", "X_COORD",
+        "Y_COORD", "TEST_T", "PART_ID", "PART_TXT",
+    ),  # fmt: skip
+    "PTR": (
+        "TEST_NUM", "HEAD_NUM", "SITE_NUM", "TEST_FLG", "PARM_FLG", "RESULT", "TEST_TXT",
+        "OPT_FLAG", "RES_SCAL", "LO_LIMIT", "HI_LIMIT", "UNITS",
+    ),  # fmt: skip
+    "FTR": ("TEST_NUM", "HEAD_NUM", "SITE_NUM", "TEST_FLG", "TEST_TXT"),
+    "MPR": (
+        "TEST_NUM", "HEAD_NUM", "SITE_NUM", "TEST_FLG", "PARM_FLG", "RTN_RSLT", "RTN_INDX",
+        "TEST_TXT", "OPT_FLAG", "RES_SCAL", "LO_LIMIT", "HI_LIMIT", "UNITS",
+    ),  # fmt: skip
+    "HBR": ("HEAD_NUM", "SITE_NUM", "HBIN_NUM", "HBIN_CNT", "HBIN_PF", "HBIN_NAM"),
+    "SBR": ("HEAD_NUM", "SITE_NUM", "SBIN_NUM", "SBIN_CNT", "SBIN_PF", "SBIN_NAM"),
+    "TSR": ("TEST_NUM", "TEST_TYP", "TEST_NAM"),
+    "UNKNOWN": ("rec_typ", "rec_sub"),
+}
+POSITION = ("sequence_number", "byte_offset")
+
+
+@functools.cache
+def _schema(record_type: str) -> pa.Schema:
+    import stdf_convert
+
+    full = stdf_convert.schema(record_type)
+    return pa.schema([full.field(name) for name in POSITION + COLUMNS.get(record_type, ())])
+
+
+def read_batches(path: str | Path, engine: str, batch_size: int) -> Iterator[Batch]:
+    """Stream a file's records as (record type, batch) in the engine-independent layout."""
+    if engine == "arrow":
+        return _arrow_batches(path, batch_size)
+    if engine == "pystdf":
+        return _pystdf_batches(path, batch_size)
+    raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def _arrow_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
+    import stdf_convert
+
+    try:
+        for record_type, batch in stdf_convert.batches(path, batch_size=batch_size):
+            yield record_type, batch.select(list(POSITION + COLUMNS.get(record_type, ())))
+    except stdf_convert.StdfError as exc:
+        raise EngineError(str(exc)) from None
+
+
+class EngineError(Exception):
+    """The engine stopped on bad input; the caller turns it into a StdfReadError with an offset."""
+
+
+# --- pystdf -----------------------------------------------------------------------------------
+
+
+def _pystdf_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
+    """Run pystdf's parser and regroup its records into batches like stdf-convert's.
+
+    pystdf only knows the byte order from CPU_TYPE, so a file whose CPU_TYPE is wrong is
+    refused here with a clear error rather than decoded into garbage.
+    """
+    order = sniff_byte_order(path)
+    if not order.cpu_type_agrees:
+        raise StdfReadError(
+            path,
+            f"the pystdf engine cannot read this file: CPU_TYPE {order.cpu_type} does not match its "
+            f"{order.name} FAR; use --engine arrow",
+            0,
+        )
+    collector = _Collector(batch_size)
+    parser = _make_parser(open_stream(path), collector)
+    try:
+        parser.parse()
+    except UnicodeDecodeError as exc:
+        raise StdfReadError(
+            path, f"the pystdf engine cannot read this file: non-ASCII text ({exc.reason})", parser.last_offset
+        ) from None
+    except Exception as exc:  # pystdf raises bare exceptions of many kinds on input it cannot read
+        raise StdfReadError(
+            path,
+            f"the pystdf engine cannot read this file: pystdf raised {type(exc).__name__} ({exc}) "
+            f"in the record at byte {parser.last_offset}; use --engine arrow",
+            parser.last_offset,
+        ) from None
+    finally:
+        parser.inp.close()
+    if parser.incomplete_tail:
+        # pystdf hands on a cut-off last record as if it were a short one; we treat it as lost.
+        collector.drop_last()
+        collector.finish()
+        yield from collector.ready
+        raise EngineError("pystdf: end of stream inside the last record")
+    collector.finish()
+    yield from collector.ready
+
+
+class _Collector:
+    """Accumulates pystdf records per type and cuts them into Arrow batches."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.rows: dict[str, list[tuple]] = {}
+        self.ready: list[Batch] = []
+        self.last_type: str | None = None
+        self.sequence = 0
+
+    def add(self, record_type: str, offset: int, values: tuple) -> None:
+        rows = self.rows.setdefault(record_type, [])
+        rows.append((self.sequence, offset, *values))
+        self.sequence += 1
+        self.last_type = record_type
+        if len(rows) >= self.batch_size:
+            self._flush(record_type)
+
+    def drop_last(self) -> None:
+        if self.last_type and self.rows.get(self.last_type):
+            self.rows[self.last_type].pop()
+
+    def _flush(self, record_type: str) -> None:
+        rows = self.rows.pop(record_type, [])
+        if rows:
+            schema = _schema(record_type)
+            columns = list(zip(*rows, strict=True))
+            arrays = [pa.array(col, type=field.type) for col, field in zip(columns, schema, strict=True)]
+            self.ready.append((record_type, pa.RecordBatch.from_arrays(arrays, schema=schema)))
+
+    def finish(self) -> None:
+        for record_type in list(self.rows):
+            self._flush(record_type)
+
+
+def _make_parser(stream, collector: _Collector):
+    """A pystdf Parser that reports every record, with its byte offset, to the collector."""
+    from pystdf import V4
+    from pystdf.IO import Parser
+
+    by_type = {(r.typ, r.sub): r for r in V4.records}
+
+    class OffsetParser(Parser):
+        def __init__(self) -> None:
+            super().__init__(inp=stream)
+            self.last_offset = 0
+            self.last_end = 0
+            self.incomplete_tail = False
+
+        def header(self, header) -> None:
+            self.last_offset = self.inp.tell() - 4
+            self.last_end = self.last_offset + 4 + header.len
+            key = (header.typ, header.sub)
+            if key not in by_type:
+                collector.add("UNKNOWN", self.last_offset, _unknown_values(header))
+
+        def send(self, data) -> None:
+            record_type, fields = data
+            name = type(record_type).__name__.upper()
+            offset = self.last_offset
+            collector.add(name, offset, _values(name, record_type.fieldNames, fields))
+
+        def complete(self) -> None:
+            end = self.inp.tell()
+            self.incomplete_tail = end < self.last_end
+
+    return OffsetParser()
+
+
+def _unknown_values(header) -> tuple:
+    return (header.typ, header.sub)
+
+
+def _values(name: str, field_names: list[str], fields: list) -> tuple:
+    out = []
+    for i, arrow_type in _field_plan(name, tuple(field_names)):
+        value = fields[i] if i is not None and i < len(fields) else None
+        out.append(_convert(value, arrow_type))
+    return tuple(out)
+
+
+@functools.cache
+def _field_plan(name: str, field_names: tuple[str, ...]) -> list[tuple[int | None, pa.DataType]]:
+    """For each column we keep: its index among pystdf's fields and its Arrow type."""
+    index = {f: i for i, f in enumerate(field_names)}
+    schema = _schema(name)
+    return [(index.get(column), schema.field(column).type) for column in COLUMNS.get(name, ())]
+
+
+def _convert(value, arrow_type: pa.DataType):
+    """pystdf's Python value in the shape stdf-convert gives the same field."""
+    if value is None:
+        return None
+    if pa.types.is_binary(arrow_type):  # B1: pystdf gives an int
+        return bytes([value]) if isinstance(value, int) else bytes(value)
+    if pa.types.is_string(arrow_type) and isinstance(value, bytes):  # C1
+        return value.decode("latin-1")
+    return value
