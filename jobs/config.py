@@ -26,7 +26,7 @@ class paths(luigi.Config):  # noqa: N801 - section names are luigi.cfg's
 
 class stdf(luigi.Config):  # noqa: N801
     engine = luigi.ChoiceParameter(choices=["arrow", "pystdf"], default="arrow")
-    batch_size = luigi.IntParameter(default=4096)
+    batch_size = luigi.IntParameter(default=0)
     compression = luigi.Parameter(default="zstd")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -20,16 +21,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from .engines import ENGINES, EngineError, read_batches
 from .normalize import RESULTS_SCHEMA, Normalizer, StructureError
-from .source import StdfReadError, sniff_byte_order, walk_records, write_prefix
+from .source import (
+    StdfReadError,
+    ends_inside_record,
+    results_per_part,
+    sniff_byte_order,
+    walk_records,
+    write_prefix,
+)
 
-__all__ = ["ENGINES", "StdfReadError", "StdfTables", "convert_stdf", "read_stdf", "TABLES"]
+__all__ = ["ENGINES", "TABLES", "StdfReadError", "StdfTables", "convert_stdf", "read_stdf"]
 
 TABLES = ("parts", "results", "tests", "bins")
-DEFAULT_BATCH_SIZE = 4096
+DEFAULT_BATCH_SIZE = 0  # 0: chosen per file by auto_batch_size()
+PENDING_RESULTS = 1 << 19  # results held back at most while their parts are still open, roughly
+
+
+def auto_batch_size(path: Path, order: str) -> int:
+    """Records per batch, so that one batch of parts holds about PENDING_RESULTS results.
+
+    Results wait until the batch holding their part's PRR arrives, so the batch size in parts
+    bounds memory; too small a batch costs per-batch overhead on files with few tests per part.
+    """
+    per_part = results_per_part(path, order) or 1000.0
+    size = 1 << int(np.log2(max(PENDING_RESULTS / max(per_part, 1.0), 1)))
+    return int(min(max(size, 256), 16384))
 
 
 @dataclass
@@ -77,9 +98,12 @@ def normalize_file(
     """
     path = Path(path)
     order = sniff_byte_order(path)
+    batch_size = batch_size or auto_batch_size(path, order.order)
     try:
         parts, tests, bins, facts = _run(path, path.name, engine, batch_size, emit, progress)
-        facts.update(truncated=False, truncated_at=None)
+        # a header cut short after the last record reads as a clean end to both parsers
+        cut = ends_inside_record(path, facts["records_end"])
+        facts.update(truncated=cut, truncated_at=facts["records_end"] if cut else None)
     except EngineError as exc:
         walk = walk_records(path, order.order)
         if not walk.truncated:
@@ -89,6 +113,7 @@ def normalize_file(
         parts, tests, bins, facts = _salvage(path, walk.complete_end, engine, batch_size, emit, progress)
         facts.update(truncated=True, truncated_at=walk.complete_end, stream_bytes=walk.stream_end)
     facts.update(
+        batch_size=batch_size,
         byte_order=order.name,
         cpu_type_agrees=order.cpu_type_agrees,
         engine=engine,
@@ -109,7 +134,9 @@ def _run(path: Path, name: str, engine: str, batch_size: int, emit, progress) ->
         offset = exc.offset
         if normalizer.first_unknown is not None and normalizer.first_unknown < offset:
             offset = normalizer.first_unknown
-            raise StdfReadError(path, f"corrupt: record chain broken (unknown record, then {exc})", offset) from None
+            raise StdfReadError(
+                path, f"corrupt: record chain broken (unknown record, then {exc})", offset
+            ) from None
         raise StdfReadError(path, f"corrupt: {exc}", offset) from None
     return result
 
@@ -133,43 +160,76 @@ def _salvage(path: Path, end: int, engine: str, batch_size: int, emit, progress)
 
 
 class _ParquetSink:
-    """Writes settled results to results.parquet in row groups of at least `group_rows`."""
+    """Writes settled results to results.parquet in row groups of at least `group_rows`.
+
+    Encoding and compression run on a writer thread (Parquet releases the GIL), so they overlap
+    with normalizing the next batches; the queue is short, which bounds the memory in flight.
+    """
 
     def __init__(self, path: Path, compression: str, group_rows: int = 1 << 18) -> None:
         self.path = path
         self.compression = compression
         self.group_rows = group_rows
-        self.writer = None
         self.buffer: list[pa.Table] = []
         self.buffered = 0
         self.rows = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.finished = False
+        self.thread = threading.Thread(target=self._write_loop, name="parquet-writer", daemon=True)
+        self.thread.start()
+
+    def _write_loop(self) -> None:
+        import pyarrow.parquet as pq
+
+        writer = None
+        while (table := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    writer = writer or pq.ParquetWriter(self.path, RESULTS_SCHEMA, compression=self.compression)
+                    writer.write_table(table, row_group_size=table.num_rows)
+                except BaseException as exc:  # re-raised on the caller's thread in close()
+                    self.error = exc
+        if writer is not None:
+            writer.close()
+        elif self.error is None and self.finished:
+            pq.write_table(RESULTS_SCHEMA.empty_table(), self.path, compression=self.compression)
 
     def __call__(self, table: pa.Table) -> None:
         self.buffer.append(table)
         self.buffered += table.num_rows
         if self.buffered >= self.group_rows:
-            self._write()
+            self._flush()
 
-    def _write(self) -> None:
-        import pyarrow.parquet as pq
-
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, RESULTS_SCHEMA, compression=self.compression)
+    def _flush(self) -> None:
         if self.buffer:
-            self.writer.write_table(pa.concat_tables(self.buffer), row_group_size=max(self.buffered, 1))
+            self.queue.put(pa.concat_tables(self.buffer))
             self.rows += self.buffered
         self.buffer, self.buffered = [], 0
 
     def close(self) -> None:
-        self._write()
-        self.writer.close()
+        self._flush()
+        self.finished = True
+        self._stop()
+        if self.error is not None:
+            raise self.error
+
+    def _stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def abort(self) -> None:
+        """Stop writing and remove what was written (the conversion failed)."""
+        self.buffer, self.buffered, self.rows = [], 0, 0
+        self._stop()
+        self.path.unlink(missing_ok=True)
 
     def reset(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        self.path.unlink(missing_ok=True)
-        self.buffer, self.buffered, self.rows = [], 0, 0
+        self.abort()
+        self._start()
 
 
 def _sha256_in_background(path: Path) -> Callable[[], str]:
@@ -214,10 +274,14 @@ def convert_stdf(
         raise StdfReadError(path, "no such file")
     outdir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
+    sink = _ParquetSink(work / "results.parquet", compression)
     try:
         sha256 = _sha256_in_background(path)
-        sink = _ParquetSink(work / "results.parquet", compression)
-        parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset, progress)
+        try:
+            parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset, progress)
+        except BaseException:
+            sink.abort()
+            raise
         sink.close()
         rows = {"results": sink.rows}
         for name, table in (("parts", parts), ("tests", tests), ("bins", bins)):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import DEFAULT_BATCH_SIZE, ENGINES, StdfReadError, convert_stdf
+from . import ENGINES, StdfReadError, convert_stdf
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("file", type=Path)
     convert.add_argument("outdir", type=Path)
-    convert.add_argument("--engine", choices=ENGINES, default=None, help="default: [stdf] engine in luigi.cfg")
+    convert.add_argument(
+        "--engine", choices=ENGINES, default=None, help="default: [stdf] engine in luigi.cfg"
+    )
     convert.add_argument("--batch-size", type=int, default=None, help="records per Arrow batch")
     convert.add_argument("--compression", default=None, help="Parquet compression (default: luigi.cfg)")
     convert.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -25,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, int, str]:
-    """Command-line values, else luigi.cfg's [stdf] section (read only when needed: luigi is slow to import)."""
+    """Command-line values, else luigi.cfg's [stdf] section (imported only when needed: luigi is slow)."""
     if args.engine and args.batch_size and args.compression:
         return args.engine, args.batch_size, args.compression
     from ..config import stdf

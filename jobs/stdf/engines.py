@@ -11,13 +11,17 @@ compared table for table.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import queue
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 
-from .source import StdfReadError, open_stream, sniff_byte_order
+from .source import StdfReadError, compression_of, open_stream, sniff_byte_order
 
 Batch = tuple[str, pa.RecordBatch]
 ENGINES = ("arrow", "pystdf")
@@ -25,35 +29,29 @@ ENGINES = ("arrow", "pystdf")
 # Columns the normalizer reads, per record type; every batch also has sequence_number and
 # byte_offset. Record types not listed are only counted.
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "FAR": ("CPU_TYPE", "STDF_VER"),
-    "MIR": (
-        "SETUP_T", "START_T", "STAT_NUM", "LOT_ID", "PART_TYP", "NODE_NAM", "TSTR_TYP", "JOB_NAM",
-        "JOB_REV", "SBLOT_ID", "OPER_NAM", "EXEC_TYP", "EXEC_VER", "TEST_COD", "TST_TEMP",
-        "FACIL_ID", "FLOOR_ID", "PROC_ID", "FLOW_ID",
-    ),  # fmt: skip
-    "MRR": ("FINISH_T",),
-    "WIR": ("HEAD_NUM", "START_T", "WAFER_ID"),
-    "WRR": ("HEAD_NUM", "FINISH_T", "PART_CNT", "WAFER_ID"),
-    "PIR": ("HEAD_NUM", "SITE_NUM"),
-    "PRR": (
-        "HEAD_NUM", "SITE_NUM", "PART_FLG", "NUM_TEST", "HARD_BIN", "SOFT_BIN", "X_COORD",
-        "Y_COORD", "TEST_T", "PART_ID", "PART_TXT",
-    ),  # fmt: skip
-    "PTR": (
-        "TEST_NUM", "HEAD_NUM", "SITE_NUM", "TEST_FLG", "PARM_FLG", "RESULT", "TEST_TXT",
-        "OPT_FLAG", "RES_SCAL", "LO_LIMIT", "HI_LIMIT", "UNITS",
-    ),  # fmt: skip
-    "FTR": ("TEST_NUM", "HEAD_NUM", "SITE_NUM", "TEST_FLG", "TEST_TXT"),
-    "MPR": (
-        "TEST_NUM", "HEAD_NUM", "SITE_NUM", "TEST_FLG", "PARM_FLG", "RTN_RSLT", "RTN_INDX",
-        "TEST_TXT", "OPT_FLAG", "RES_SCAL", "LO_LIMIT", "HI_LIMIT", "UNITS",
-    ),  # fmt: skip
-    "HBR": ("HEAD_NUM", "SITE_NUM", "HBIN_NUM", "HBIN_CNT", "HBIN_PF", "HBIN_NAM"),
-    "SBR": ("HEAD_NUM", "SITE_NUM", "SBIN_NUM", "SBIN_CNT", "SBIN_PF", "SBIN_NAM"),
-    "TSR": ("TEST_NUM", "TEST_TYP", "TEST_NAM"),
-    "UNKNOWN": ("rec_typ", "rec_sub"),
+    record_type: tuple(names.split())
+    for record_type, names in {
+        "FAR": "CPU_TYPE STDF_VER",
+        "MIR": "SETUP_T START_T STAT_NUM LOT_ID PART_TYP NODE_NAM TSTR_TYP JOB_NAM JOB_REV SBLOT_ID "
+        "OPER_NAM EXEC_TYP EXEC_VER TEST_COD TST_TEMP FACIL_ID FLOOR_ID PROC_ID FLOW_ID",
+        "MRR": "FINISH_T",
+        "WIR": "HEAD_NUM START_T WAFER_ID",
+        "WRR": "HEAD_NUM FINISH_T PART_CNT WAFER_ID",
+        "PIR": "HEAD_NUM SITE_NUM",
+        "PRR": "HEAD_NUM SITE_NUM PART_FLG NUM_TEST HARD_BIN SOFT_BIN X_COORD Y_COORD TEST_T PART_ID "
+        "PART_TXT",
+        "PTR": "TEST_NUM HEAD_NUM SITE_NUM TEST_FLG PARM_FLG RESULT TEST_TXT OPT_FLAG RES_SCAL LO_LIMIT "
+        "HI_LIMIT UNITS",
+        "FTR": "TEST_NUM HEAD_NUM SITE_NUM TEST_FLG TEST_TXT",
+        "MPR": "TEST_NUM HEAD_NUM SITE_NUM TEST_FLG PARM_FLG RTN_RSLT RTN_INDX TEST_TXT OPT_FLAG RES_SCAL "
+        "LO_LIMIT HI_LIMIT UNITS",
+        "HBR": "HEAD_NUM SITE_NUM HBIN_NUM HBIN_CNT HBIN_PF HBIN_NAM",
+        "SBR": "HEAD_NUM SITE_NUM SBIN_NUM SBIN_CNT SBIN_PF SBIN_NAM",
+        "TSR": "TEST_NUM TEST_TYP TEST_NAM",
+        "UNKNOWN": "rec_typ rec_sub",
+    }.items()
 }
-POSITION = ("sequence_number", "byte_offset")
+POSITION = ("sequence_number", "byte_offset", "rec_len")
 
 
 @functools.cache
@@ -73,14 +71,66 @@ def read_batches(path: str | Path, engine: str, batch_size: int) -> Iterator[Bat
     raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
-def _arrow_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
+def _arrow_batches(path: str | Path, batch_size: int, prefetch: int = 128) -> Iterator[Batch]:
+    """stdf-convert's batches, pulled ahead on a thread into a queue of up to `prefetch` batches.
+
+    The normalizer works in bursts (when a batch of parts closes); stdf-convert's own hand-over
+    queue is short, so without this queue the parser would stall during each burst.
+    """
     import stdf_convert
 
+    ahead: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        """Queue an item unless the consumer has gone; False once it has."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pull() -> None:
+        try:
+            with _named_by_content(Path(path)) as named:
+                for record_type, batch in stdf_convert.batches(named, batch_size=batch_size):
+                    if not offer((record_type, batch.select(list(POSITION + COLUMNS.get(record_type, ()))))):
+                        return
+            offer(None)
+        except stdf_convert.StdfError as exc:
+            offer(EngineError(str(exc)))
+        except BaseException as exc:  # handed to the consumer, never lost on this thread
+            offer(exc)
+
+    thread = threading.Thread(target=pull, name="stdf-convert-prefetch", daemon=True)
+    thread.start()
     try:
-        for record_type, batch in stdf_convert.batches(path, batch_size=batch_size):
-            yield record_type, batch.select(list(POSITION + COLUMNS.get(record_type, ())))
-    except stdf_convert.StdfError as exc:
-        raise EngineError(str(exc)) from None
+        while (item := ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+SUFFIX = {"gzip": ".gz", "bzip2": ".bz2", "zip": ".zip", "none": ".stdf"}
+
+
+@contextlib.contextmanager
+def _named_by_content(path: Path) -> Iterator[Path]:
+    """`path`, or a symlink to it whose suffix matches its content (stdf-convert goes by name)."""
+    kind = compression_of(path)
+    by_name = {".gz": "gzip", ".bz2": "bzip2", ".zip": "zip"}.get(path.suffix.lower(), "none")
+    if kind == by_name:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="stdf-") as folder:
+        link = Path(folder) / (path.stem + SUFFIX[kind])
+        link.symlink_to(path.resolve())
+        yield link
 
 
 class EngineError(Exception):
@@ -108,9 +158,13 @@ def _pystdf_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
     parser = _make_parser(open_stream(path), collector)
     try:
         parser.parse()
+    except EOFError:  # a compressed stream cut short: like a truncated file
+        parser.incomplete_tail = True
     except UnicodeDecodeError as exc:
         raise StdfReadError(
-            path, f"the pystdf engine cannot read this file: non-ASCII text ({exc.reason})", parser.last_offset
+            path,
+            f"the pystdf engine cannot read this file: non-ASCII text ({exc.reason})",
+            parser.last_offset,
         ) from None
     except Exception as exc:  # pystdf raises bare exceptions of many kinds on input it cannot read
         raise StdfReadError(
@@ -141,9 +195,9 @@ class _Collector:
         self.last_type: str | None = None
         self.sequence = 0
 
-    def add(self, record_type: str, offset: int, values: tuple) -> None:
+    def add(self, record_type: str, offset: int, rec_len: int, values: tuple) -> None:
         rows = self.rows.setdefault(record_type, [])
-        rows.append((self.sequence, offset, *values))
+        rows.append((self.sequence, offset, rec_len, *values))
         self.sequence += 1
         self.last_type = record_type
         if len(rows) >= self.batch_size:
@@ -177,25 +231,26 @@ def _make_parser(stream, collector: _Collector):
         def __init__(self) -> None:
             super().__init__(inp=stream)
             self.last_offset = 0
-            self.last_end = 0
+            self.last_len = 0
             self.incomplete_tail = False
 
         def header(self, header) -> None:
             self.last_offset = self.inp.tell() - 4
-            self.last_end = self.last_offset + 4 + header.len
+            self.last_len = header.len
             key = (header.typ, header.sub)
             if key not in by_type:
-                collector.add("UNKNOWN", self.last_offset, _unknown_values(header))
+                collector.add("UNKNOWN", self.last_offset, header.len, _unknown_values(header))
 
         def send(self, data) -> None:
             record_type, fields = data
             name = type(record_type).__name__.upper()
-            offset = self.last_offset
-            collector.add(name, offset, _values(name, record_type.fieldNames, fields))
+            collector.add(
+                name, self.last_offset, self.last_len, _values(name, record_type.fieldNames, fields)
+            )
 
         def complete(self) -> None:
             end = self.inp.tell()
-            self.incomplete_tail = end < self.last_end
+            self.incomplete_tail = end < self.last_offset + 4 + self.last_len
 
     return OffsetParser()
 

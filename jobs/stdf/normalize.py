@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 RESULT_KINDS = ("PTR", "FTR", "MPR")
+STDF_RECORD_TYPES = (0, 1, 2, 3, 5, 10, 15, 20, 50, 180, 181)  # REC_TYP codes of V4 and V4-2007
 SEQ_BITS = 40  # a (head, site) key is packed above the record sequence number
 NO_COORD = -32768
 NO_BIN = 65535
@@ -30,7 +31,7 @@ RESULTS_SCHEMA = pa.schema(
         ("part_index", pa.int32()),
         ("kind", pa.dictionary(pa.int8(), pa.string())),
         ("test_num", pa.uint32()),
-        ("test_txt", pa.string()),
+        ("test_txt", pa.dictionary(pa.int32(), pa.string())),
         ("pin_index", pa.int32()),
         ("result", pa.float32()),
         ("failed", pa.bool_()),
@@ -129,7 +130,7 @@ def cumcount(*keys: np.ndarray) -> np.ndarray:
     n = len(keys[0]) if keys else 0
     if n == 0:
         return np.zeros(0, np.int64)
-    order = np.lexsort((np.arange(n),) + tuple(reversed(keys)))
+    order = np.lexsort((np.arange(n), *reversed(keys)))
     sorted_keys = [k[order] for k in keys]
     new_group = np.ones(n, bool)
     new_group[1:] = np.any([k[1:] != k[:-1] for k in sorted_keys], axis=0)
@@ -256,21 +257,34 @@ class _Parts:
         has_prev_prr, prev_prr_seq = _neighbour(self.sorted_prr, prr_pos - 1, site)
         has_next_prr, next_prr_seq = _neighbour(self.sorted_prr, prr_pos, site)
         open_on_site = has_pir & ~(has_prev_prr & (prev_prr_seq > pir_seq))
-        part = np.where(open_on_site, self.sorted_pir_index[np.clip(pir_pos, 0, None)] if self.count else -1, -1)
+        part = np.where(
+            open_on_site, self.sorted_pir_index[np.clip(pir_pos, 0, None)] if self.count else -1, -1
+        )
         next_pir = np.where(has_next_pir, next_pir_seq, np.inf)
         closed_at = np.where(has_next_prr, next_prr_seq, np.inf)
         nested = open_on_site & (next_pir < closed_at)
-        # fallback: the file's only open part, when the record's own head/site has none
+        fallback = ~open_on_site
+        if fallback.any():  # rare: only files whose records disagree on head/site numbers
+            fallback[fallback] = self._only_open_part(seq[fallback], part, closed_at, fallback)
+        return Placement(part=part.astype(np.int64), closed_at=closed_at, nested=nested, by_fallback=fallback)
+
+    def _only_open_part(
+        self, seq: np.ndarray, part: np.ndarray, closed_at: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """Place records in the file's only open part, if exactly one is open; True where placed."""
         n_pir = np.searchsorted(self.all_pir, seq, side="left")
         n_prr = np.searchsorted(self.all_prr, seq, side="left")
-        last_pir = np.where(n_pir > 0, self.all_pir[np.clip(n_pir - 1, 0, None)] if self.count else 0, 0)
-        last_prr = np.where(n_prr > 0, self.all_prr[np.clip(n_prr - 1, 0, None)] if len(self.all_prr) else 0, 0)
-        only_one = (n_pir - n_prr == 1) & ((n_prr == 0) | (last_pir > last_prr))
-        fallback = ~open_on_site & only_one
-        part = np.where(fallback, n_pir - 1, part)
-        next_any = np.where(n_prr < len(self.all_prr), self.all_prr[np.clip(n_prr, 0, max(len(self.all_prr) - 1, 0))] if len(self.all_prr) else 0, 0)
-        closed_at = np.where(fallback, np.where(n_prr < len(self.all_prr), next_any.astype(np.float64), np.inf), closed_at)
-        return Placement(part=part.astype(np.int64), closed_at=closed_at, nested=nested, by_fallback=fallback)
+        last_pir = self.all_pir[np.clip(n_pir - 1, 0, None)] if self.count else np.zeros_like(seq)
+        last_prr = self.all_prr[np.clip(n_prr - 1, 0, None)] if len(self.all_prr) else np.zeros_like(seq)
+        placed = (n_pir - n_prr == 1) & ((n_prr == 0) | (last_pir > last_prr))
+        has_close = n_prr < len(self.all_prr)
+        next_prr = (
+            self.all_prr[np.clip(n_prr, 0, max(len(self.all_prr) - 1, 0))] if len(self.all_prr) else seq
+        )
+        where = np.flatnonzero(rows)[placed]
+        part[where] = n_pir[placed] - 1
+        closed_at[where] = np.where(has_close, next_prr.astype(np.float64), np.inf)[placed]
+        return placed
 
 
 class Normalizer:
@@ -284,11 +298,14 @@ class Normalizer:
         self.source_file = source_file
         self.counts: Counter[str] = Counter()
         self.parts = _Parts()
+        self.raw: dict[str, list[pa.RecordBatch]] = {}
         self.pending: list[pa.Table] = []
         self.tests: dict[tuple[str, int], _Test] = {}
         self.tsr_names: dict[int, str] = {}
         self.small: dict[str, list[pa.RecordBatch]] = {}
         self.first_unknown: int | None = None
+        self.last_offset = 0
+        self.records_end = 0  # byte offset just past the last record
         self.results_written = 0
         self.results_dropped = 0
         self.site_mismatches = 0
@@ -297,21 +314,40 @@ class Normalizer:
 
     def feed(self, record_type: str, batch: pa.RecordBatch) -> None:
         self.counts[record_type] += batch.num_rows
+        if batch.num_rows:
+            last = batch["byte_offset"][-1].as_py()
+            if last >= self.last_offset:
+                self.last_offset = last
+                self.records_end = last + 4 + batch["rec_len"][-1].as_py()
         if record_type in RESULT_KINDS:
-            self.pending.append(self._results(record_type, batch))
+            self.raw.setdefault(record_type, []).append(batch)  # decoded in bulk when they can settle
         elif record_type == "PIR":
             self.parts.add_pir(batch)
-            self._settle(final=False)
-        elif record_type == "PRR":
+        elif record_type == "PRR":  # PRR batch k arrives after PIR batch k: results before it can settle
             self.parts.add_prr(batch)
             self._settle(final=False)
         elif record_type == "UNKNOWN":
-            first = int(pc.min(batch["byte_offset"]).as_py())
-            self.first_unknown = first if self.first_unknown is None else min(first, self.first_unknown)
+            self._unknown(batch)
         elif record_type in ("FAR", "MIR", "MRR", "WIR", "WRR", "HBR", "SBR", "TSR"):
             self.small.setdefault(record_type, []).append(batch)
 
-    def _results(self, kind: str, batch: pa.RecordBatch) -> pa.Table:
+    def _unknown(self, batch: pa.RecordBatch) -> None:
+        """Unknown subtypes of STDF's record types are skipped and counted.
+
+        A REC_TYP that is no STDF record type at all is what a broken record chain (corruption)
+        reads as a header, so it is an error.
+        """
+        first = int(batch["byte_offset"][0].as_py())
+        self.first_unknown = first if self.first_unknown is None else min(first, self.first_unknown)
+        foreign = pc.invert(pc.is_in(batch["rec_typ"], pa.array(STDF_RECORD_TYPES, pa.uint8())))
+        if pc.any(foreign).as_py():
+            row = batch.filter(foreign).slice(0, 1).to_pylist()[0]
+            raise StructureError(
+                f"record chain broken: REC_TYP {row['rec_typ']} (sub {row['rec_sub']}) is no STDF type",
+                row["byte_offset"],
+            )
+
+    def _results(self, kind: str, batch: pa.Table) -> pa.Table:
         """One batch of PTR/FTR/MPR as result rows (MPR expanded per pin), plus position columns."""
         test_num = to_numpy(batch["TEST_NUM"], np.uint32)
         self._catalogue(kind, batch, test_num)
@@ -326,7 +362,7 @@ class Normalizer:
                 pa.array(np.full(batch.num_rows, RESULT_KINDS.index(kind), np.int8)), KIND_DICTIONARY
             ),
             "test_num": pa.array(test_num),
-            "test_txt": self._names(kind, test_num, batch["TEST_TXT"]),
+            "test_txt": self._names(kind, test_num),
             "pin_index": pa.nulls(batch.num_rows, pa.int32()),
             "result": batch["RESULT"] if kind == "PTR" else pa.nulls(batch.num_rows, pa.float32()),
             "failed": failed,
@@ -336,38 +372,49 @@ class Normalizer:
         table = pa.table(columns)
         return _expand_pins(table, batch) if kind == "MPR" else table
 
-    def _catalogue(self, kind: str, batch: pa.RecordBatch, test_num: np.ndarray) -> None:
+    def _catalogue(self, kind: str, batch: pa.Table, test_num: np.ndarray) -> None:
         """Record each test's defaults from its first record (STDF: later PTRs default to it)."""
         unique, first = np.unique(test_num, return_index=True)
-        new = [(int(t), int(i)) for t, i in zip(unique, first, strict=True) if (kind, int(t)) not in self.tests]
+        new = [
+            (int(t), int(i)) for t, i in zip(unique, first, strict=True) if (kind, int(t)) not in self.tests
+        ]
         counts = np.bincount(np.searchsorted(unique, test_num), minlength=len(unique))
-        for (t, i) in new:
-            row = {name: batch[name][i].as_py() for name in ("TEST_TXT", "OPT_FLAG", "LO_LIMIT", "HI_LIMIT", "UNITS", "RES_SCAL") if name in batch.schema.names}
+        for t, i in new:
+            row = {
+                name: batch[name][i].as_py()
+                for name in ("TEST_TXT", "OPT_FLAG", "LO_LIMIT", "HI_LIMIT", "UNITS", "RES_SCAL")
+                if name in batch.schema.names
+            }
             self.tests[(kind, t)] = _first_record_defaults(kind, row)
         for t, c in zip(unique, counts, strict=True):
             test = self.tests[(kind, int(t))]
             test.executions += int(c)
             if not test.name:
-                names = batch["TEST_TXT"].filter(pc.and_(pc.equal(batch["TEST_NUM"], int(t)), pc.not_equal(batch["TEST_TXT"], "")))
+                names = batch["TEST_TXT"].filter(
+                    pc.and_(pc.equal(batch["TEST_NUM"], int(t)), pc.not_equal(batch["TEST_TXT"], ""))
+                )
                 if len(names):
                     test.name = names[0].as_py()
 
-    def _names(self, kind: str, test_num: np.ndarray, text: pa.Array) -> pa.Array:
-        """A record's own TEST_TXT, or its test's name when the record left it out."""
-        if text.null_count == 0 and not pc.any(pc.equal(text, "")).as_py():
-            return text
-        if all(self.tests[(kind, int(t))].name == "" for t in np.unique(test_num)):
-            return blank_to_null(text)
-        numbers = sorted(t for (k, t) in self.tests if k == kind)
-        names = pa.array([self.tests[(kind, t)].name for t in numbers], pa.string())
-        default = names.take(pa.array(np.searchsorted(numbers, test_num)))
-        missing = pc.or_kleene(pc.is_null(text), pc.equal(text, ""))
-        return blank_to_null(pc.if_else(missing, default, text))
+    def _names(self, kind: str, test_num: np.ndarray) -> pa.DictionaryArray:
+        """Each result's test name, from the catalogue (real testers give a number one name).
+
+        A dictionary column: cheap to build and to write, however many millions of rows.
+        """
+        numbers = np.array(sorted(t for (k, t) in self.tests if k == kind), np.uint32)
+        names = pa.array([self.tests[(kind, int(t))].name or None for t in numbers], pa.string())
+        return pa.DictionaryArray.from_arrays(
+            pa.array(np.searchsorted(numbers, test_num).astype(np.int32)), names
+        )
 
     # settling results into parts ---------------------------------------------------------------
 
     def _settle(self, final: bool) -> None:
         """Emit every pending result whose part is known; keep the rest waiting."""
+        for kind, batches in self.raw.items():
+            if batches:
+                self.pending.append(self._results(kind, pa.Table.from_batches(batches).combine_chunks()))
+        self.raw = {}
         if not self.pending:
             return
         table = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
@@ -421,7 +468,9 @@ class Normalizer:
         where = self.parts.place(site, seq)
         if (where.part < 0).any():
             bad = int(np.argmax(where.part < 0))
-            raise StructureError("a PRR with no open part (no PIR before it on its head/site)", _offset(prr, bad))
+            raise StructureError(
+                "a PRR with no open part (no PIR before it on its head/site)", _offset(prr, bad)
+            )
         part_index = where.part
         if len(np.unique(part_index)) != len(part_index):
             dup = _first_duplicate(part_index)
@@ -436,8 +485,14 @@ class Normalizer:
         lot = mir["LOT_ID"][0].as_py() if mir is not None else None
         has_xy = (x != NO_COORD) & (y != NO_COORD)
         wafer_code = pc.dictionary_encode(pc.fill_null(wafer, "")).indices.to_numpy(zero_copy_only=False)
-        part_code = pc.dictionary_encode(pc.fill_null(prr["PART_ID"], "")).combine_chunks().indices.to_numpy(zero_copy_only=False)
-        retest = cumcount(has_xy, wafer_code, np.where(has_xy, x, 0), np.where(has_xy, y, 0), np.where(has_xy, 0, part_code))
+        part_code = (
+            pc.dictionary_encode(pc.fill_null(prr["PART_ID"], ""))
+            .combine_chunks()
+            .indices.to_numpy(zero_copy_only=False)
+        )
+        retest = cumcount(
+            has_xy, wafer_code, np.where(has_xy, x, 0), np.where(has_xy, y, 0), np.where(has_xy, 0, part_code)
+        )
         hard = to_numpy(prr["HARD_BIN"], np.int64, NO_BIN)
         soft = to_numpy(prr["SOFT_BIN"], np.int64, NO_BIN)
         test_t = to_numpy(prr["TEST_T"], np.int64, 0)
@@ -475,11 +530,19 @@ class Normalizer:
 
     def _tests_table(self) -> pa.Table:
         rows = [
-            {"test_num": t, "kind": k, "test_txt": test.name or self.tsr_name(t) or None, "units": test.units,
-             "lo_limit": test.lo_limit, "hi_limit": test.hi_limit, "res_scal": test.res_scal,
-             "executions": test.executions}
-            for (k, t), test in sorted(self.tests.items(), key=lambda kv: (kv[0][1], RESULT_KINDS.index(kv[0][0])))
-        ]  # fmt: skip
+            {
+                "test_num": number,
+                "kind": kind,
+                "test_txt": test.name or self.tsr_name(number) or None,
+                "units": test.units,
+                "lo_limit": test.lo_limit,
+                "hi_limit": test.hi_limit,
+                "res_scal": test.res_scal,
+                "executions": test.executions,
+            }
+            for (kind, number), test in self.tests.items()
+        ]
+        rows.sort(key=lambda row: (row["test_num"], RESULT_KINDS.index(row["kind"])))
         return pa.Table.from_pylist(rows, schema=TESTS_SCHEMA)
 
     def tsr_name(self, test_num: int) -> str:
@@ -513,7 +576,7 @@ class Normalizer:
     def _file_facts(self) -> dict:
         mir = self._table("MIR")
         if mir is None:
-            raise StructureError("no MIR record: the file has no lot information", 0)
+            raise StructureError("no MIR record: the file has no lot information", self.last_offset)
         m = mir.to_pylist()[0]
         mrr = self._table("MRR")
         wir = self._table("WIR")
@@ -541,6 +604,7 @@ class Normalizer:
             "parts": sum(b.num_rows for b in self.parts.prr_batches),
             "results": self.results_written,
             "record_counts": dict(sorted(self.counts.items())),
+            "records_end": self.records_end,
         }
 
 
@@ -565,7 +629,7 @@ def _first_record_defaults(kind: str, row: dict) -> _Test:
                  lo_limit=lo, hi_limit=hi, res_scal=scal)  # fmt: skip
 
 
-def _expand_pins(table: pa.Table, batch: pa.RecordBatch) -> pa.Table:
+def _expand_pins(table: pa.Table, batch: pa.Table) -> pa.Table:
     """One row per pin of each MPR: RTN_RSLT[i] with pin RTN_INDX[i] (or i when absent)."""
     results = batch["RTN_RSLT"]
     lengths = to_numpy(pc.list_value_length(results), np.int64)

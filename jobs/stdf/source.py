@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -97,7 +96,9 @@ def sniff_byte_order(path: str | Path) -> ByteOrder:
     for order in ("<", ">"):
         if struct.unpack(order + "H", head[:2])[0] == 2:
             return ByteOrder(order=order, cpu_type=head[4], stdf_ver=head[5])
-    raise StdfReadError(path, f"FAR record length is {head[0]:#04x}{head[1]:02x}, not 2 in either byte order", 0)
+    raise StdfReadError(
+        path, f"FAR record length is {head[0]:#04x}{head[1]:02x}, not 2 in either byte order", 0
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Walk:
         return self.problem is not None and self.problem.startswith("truncated")
 
 
-def walk_records(path: str | Path, order: str, chunk: int = 1 << 24) -> Walk:
+def walk_records(path: str | Path, order: str, chunk: int = 1 << 20) -> Walk:
     """Follow REC_LEN from header to header to find where the record chain breaks.
 
     Used only after a fast engine has failed, to name the byte offset and tell a truncated
@@ -138,8 +139,16 @@ def walk_records(path: str | Path, order: str, chunk: int = 1 << 24) -> Walk:
                         break
                     offset += 4 + rec_len
                     records += 1
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        return Walk(records, offset, base + len(buf), f"decompression failed: {exc}")
+    except EOFError:  # the compressed file itself was cut short: a truncation like any other
+        return Walk(
+            records,
+            offset,
+            base + len(buf),
+            f"truncated: the compressed stream ends at byte {base + len(buf)}",
+        )
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        # the stream broke inside the chunk after `base + len(buf)`
+        return Walk(records, base + len(buf), base + len(buf), f"decompression failed: {exc}")
     stream_end = base + len(buf)
     if offset == stream_end:
         return Walk(records, offset, stream_end, None)
@@ -151,20 +160,67 @@ def write_prefix(path: str | Path, end: int, out: BinaryIO, chunk: int = 1 << 24
     """Copy the first `end` decompressed bytes of `path` into `out` (salvaging a truncated file)."""
     left = end
     with open_stream(path) as stream:
-        while left > 0:
-            data = stream.read(min(chunk, left))
-            if not data:
-                break
+        while left > 0 and (data := stream.read(min(chunk, left))):
             out.write(data)
             left -= len(data)
     out.flush()
 
 
-def read_all(path: str | Path) -> bytes:
-    """The whole decompressed stream (small files and tests)."""
+def results_per_part(path: str | Path, order: str, sample: int = 1 << 22) -> float | None:
+    """Test results (PTR/FTR/MPR) per part in the first `sample` bytes; None if no part ended there."""
+    data = b""
+    try:
+        with open_stream(path) as stream:
+            while len(data) < sample and (chunk := stream.read(min(1 << 20, sample - len(data)))):
+                data += chunk
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError):
+        pass  # a damaged file: estimate from what could be read; the engines report the damage
+    fmt = struct.Struct(order + "HBB")
+    offset = results = parts = 0
+    while offset + 4 <= len(data):
+        rec_len, typ, sub = fmt.unpack_from(data, offset)
+        if typ == 15:
+            results += 1
+        elif (typ, sub) == (5, 20):
+            parts += 1
+        offset += 4 + rec_len
+    return results / parts if parts else None
+
+
+def stream_size(path: str | Path) -> int | None:
+    """Size of the decompressed stream, from metadata where the format keeps it.
+
+    gzip keeps it modulo 2**32 (ISIZE; None for multi-member files), zip in its directory,
+    bzip2 nowhere, so a bzip2 file is decompressed once to count.
+    """
+    kind = compression_of(path)
+    if kind == "none":
+        return Path(path).stat().st_size
+    if kind == "zip":
+        with zipfile.ZipFile(path) as archive:
+            return archive.infolist()[0].file_size
+    if kind == "gzip":
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            return struct.unpack("<I", f.read(4))[0] | GZIP_MODULO_FLAG
+    total = 0
     with open_stream(path) as stream:
-        return stream.read()
+        while data := stream.read(1 << 22):
+            total += len(data)
+    return total
 
 
-def as_stream(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)
+GZIP_MODULO_FLAG = 1 << 62  # marks a size known only modulo 2**32
+
+
+def ends_inside_record(path: str | Path, records_end: int) -> bool:
+    """True when bytes remain after the last complete record (a header cut short at the end)."""
+    try:
+        size = stream_size(path)
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError):
+        return False  # a damaged container is reported by the engines
+    if size is None:
+        return False
+    if size & GZIP_MODULO_FLAG:
+        return (size & 0xFFFFFFFF) != (records_end & 0xFFFFFFFF)
+    return size != records_end

@@ -1,0 +1,271 @@
+"""The STDF reader on real tester files: counts, engine agreement, and every kind of bad input."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.stdf import TABLES, StdfReadError, convert_stdf, read_stdf
+from jobs.stdf.source import walk_records
+
+# Facts from ../shared/stdf/README.md
+EXPECTED = {
+    "lot2.stdf.gz": {"parts": 1569, "PTR": 52403, "TSR": 179, "HBR": 10, "SBR": 10, "records": 58020},
+    "lot3.stdf.gz": {"parts": 1619, "PTR": 54123},
+    "metis_d10_2site.std": {"parts": 22, "PTR": 572},
+    "libstdf_v42007_3head.stdf.bz2": {"parts": 1},
+}
+READABLE_BY_PYSTDF = ["lot2.stdf.gz", "lot3.stdf.gz", "metis_d10_2site.std"]
+
+
+def record_offsets(data: bytes, order: str = ">") -> list[int]:
+    offsets, offset = [], 0
+    while offset < len(data):
+        offsets.append(offset)
+        offset += 4 + struct.unpack(order + "H", data[offset : offset + 2])[0]
+    return offsets
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_real_files_convert_with_arrow_engine(shared_stdf: Path, tmp_path: Path, name: str) -> None:
+    manifest = convert_stdf(shared_stdf / name, tmp_path / "out")
+    facts = EXPECTED[name]
+    assert manifest["rows"]["parts"] == facts["parts"]
+    assert manifest["record_counts"]["PRR"] == facts["parts"]
+    for record_type in ("PTR", "TSR", "HBR", "SBR"):
+        if record_type in facts:
+            assert manifest["record_counts"][record_type] == facts[record_type]
+    if "records" in facts:
+        assert sum(manifest["record_counts"].values()) == facts["records"]
+    assert manifest["truncated"] is False
+    for table in TABLES:
+        assert pq.read_table(tmp_path / "out" / f"{table}.parquet").num_rows == manifest["rows"][table]
+
+
+@pytest.mark.parametrize("name", READABLE_BY_PYSTDF)
+def test_engines_agree_table_for_table(shared_stdf: Path, name: str) -> None:
+    arrow = read_stdf(shared_stdf / name, engine="arrow")
+    reference = read_stdf(shared_stdf / name, engine="pystdf")
+    for table in TABLES:
+        assert getattr(arrow, table).equals(getattr(reference, table)), table
+    assert arrow.file["record_counts"] == reference.file["record_counts"]
+
+
+def test_lot2_tables_hold_what_the_tester_wrote(shared_stdf: Path) -> None:
+    tables = read_stdf(shared_stdf / "lot2.stdf.gz")
+    parts = tables.parts.to_pandas()
+    assert set(parts["lot_id"]) == {"GAL-LOT"}
+    assert set(parts["wafer_id"]) == {"GAL-LOT-02"}
+    assert parts["part_index"].is_unique
+    assert (parts["retest"] >= 0).all()
+    assert tables.file["byte_order"] == "big-endian" and tables.file["tester_type"] == "A530"
+    first = tables.tests.to_pylist()[0]
+    assert first["test_num"] == 1000 and first["units"] == "v"
+    assert first["lo_limit"] == pytest.approx(-0.9) and first["hi_limit"] == pytest.approx(-0.4)
+    # every result belongs to a part that exists
+    assert set(tables.results["part_index"].to_pylist()) <= set(parts["part_index"])
+    # the parts per hard bin add up to the tester's own HBR summary; bin 1 is the good bin
+    hbr = {r["bin_num"]: r["bin_count"] for r in tables.bins.to_pylist() if r["bin_type"] == "hard"}
+    assert parts.groupby("hard_bin").size().to_dict() == hbr
+    assert (parts["passed"] == (parts["hard_bin"] == 1)).all()
+
+
+def test_two_site_little_endian_file_keeps_sites_apart(shared_stdf: Path) -> None:
+    tables = read_stdf(shared_stdf / "metis_d10_2site.std")
+    parts = tables.parts.to_pandas()
+    assert tables.file["byte_order"] == "little-endian"
+    assert sorted(parts["site_num"].unique()) == [0, 1]
+    results = tables.results.to_pandas().merge(parts[["part_index", "site_num"]], on="part_index")
+    assert results.groupby("part_index").size().eq(26).all()  # 26 PTRs per part, both sites
+
+
+def test_v4_2007_three_head_file_and_mpr_pins(shared_stdf: Path) -> None:
+    tables = read_stdf(shared_stdf / "libstdf_v42007_3head.stdf.bz2")
+    assert tables.file["record_counts"]["VUR"] == 1 and tables.file["record_counts"]["STR"] == 1
+    mpr = tables.results.filter(pc.equal(tables.results["kind"], "MPR"))
+    assert mpr.num_rows >= 1 and mpr["pin_index"].null_count == 0
+    assert tables.file["head_site_mismatches"] > 0  # this synthetic file numbers heads per record
+
+
+def test_pystdf_engine_fails_clearly_where_pystdf_cannot_read(shared_stdf: Path) -> None:
+    with pytest.raises(StdfReadError, match=r"libstdf_v42007_3head.*pystdf engine cannot read.*byte \d+"):
+        read_stdf(shared_stdf / "libstdf_v42007_3head.stdf.bz2", engine="pystdf")
+
+
+def test_wrong_cpu_type_is_overruled_by_far_length(tmp_path: Path, lot2_bytes: bytes) -> None:
+    wrong = bytearray(lot2_bytes)
+    assert wrong[4] == 1  # big-endian file, CPU_TYPE 1 ...
+    wrong[4] = 2  # ... now claiming little-endian
+    path = tmp_path / "wrong_cpu.stdf"
+    path.write_bytes(wrong)
+    tables = read_stdf(path)
+    assert tables.file["byte_order"] == "big-endian" and tables.file["cpu_type_agrees"] is False
+    assert tables.parts.num_rows == 1569
+    with pytest.raises(StdfReadError, match="CPU_TYPE 2 does not match its big-endian FAR"):
+        read_stdf(path, engine="pystdf")
+
+
+@pytest.mark.parametrize("wrap", ["gzip", "bzip2", "zip"])
+def test_compressed_inputs_read_like_plain(shared_stdf: Path, tmp_path: Path, wrap: str) -> None:
+    plain = (shared_stdf / "metis_d10_2site.std").read_bytes()
+    path = tmp_path / "metis.any"  # the magic bytes decide, not the name
+    if wrap == "gzip":
+        path.write_bytes(gzip.compress(plain))
+    elif wrap == "bzip2":
+        path.write_bytes(bz2.compress(plain))
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("first.std", plain)
+            archive.writestr("second.std", b"ignored")
+    expected = read_stdf(shared_stdf / "metis_d10_2site.std")
+    got = read_stdf(path)
+    for table in TABLES:
+        assert (
+            getattr(got, table)
+            .drop_columns(["source_file"] if table == "parts" else [])
+            .equals(getattr(expected, table).drop_columns(["source_file"] if table == "parts" else []))
+        )
+
+
+# --- damaged input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["arrow", "pystdf"])
+@pytest.mark.parametrize("cut", ["mid_record", "mid_header"])
+def test_truncated_file_keeps_complete_parts(
+    tmp_path: Path, lot2_bytes: bytes, engine: str, cut: str
+) -> None:
+    offsets = record_offsets(lot2_bytes)
+    boundary = offsets[len(offsets) // 2]
+    end = boundary + 7 if cut == "mid_record" else boundary + 2
+    path = tmp_path / "cut.stdf"
+    path.write_bytes(lot2_bytes[:end])
+    tables = read_stdf(path, engine=engine)
+    whole = read_stdf(_write(tmp_path / "whole.stdf", lot2_bytes))
+    assert tables.file["truncated"] is True
+    assert tables.file["truncated_at"] == boundary
+    # exactly the parts whose PRR lies before the cut, with all of their results
+    complete = whole.parts.filter(pc.less(whole.parts["part_index"], tables.parts.num_rows + 1))
+    kept = set(tables.parts["part_index"].to_pylist())
+    assert kept and kept <= set(complete["part_index"].to_pylist())
+    kept_results = whole.results.filter(pc.is_in(whole.results["part_index"], tables.parts["part_index"]))
+    assert tables.results.equals(kept_results)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["arrow", "pystdf"])
+def test_truncated_gzip_stream_is_salvaged(tmp_path: Path, lot2_bytes: bytes, engine: str) -> None:
+    packed = gzip.compress(lot2_bytes)
+    path = _write(tmp_path / "cut.stdf.gz", packed[: len(packed) // 2])
+    tables = read_stdf(path, engine=engine)
+    assert tables.file["truncated"] is True and 0 < tables.parts.num_rows < 1569
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b"this is not an stdf file at all", "not an STDF file"),
+        (b"\x00\x02", "too short"),
+    ],
+)
+@pytest.mark.parametrize("engine", ["arrow", "pystdf"])
+def test_junk_and_empty_files_fail_at_byte_zero(
+    tmp_path: Path, content: bytes, message: str, engine: str
+) -> None:
+    path = _write(tmp_path / "bad.stdf", content)
+    with pytest.raises(StdfReadError, match=message) as error:
+        read_stdf(path, engine=engine)
+    assert error.value.offset == 0 and str(path) in str(error.value)
+
+
+def test_corrupted_record_header_is_an_error_with_offset(tmp_path: Path, lot2_bytes: bytes) -> None:
+    offsets = record_offsets(lot2_bytes)
+    start = offsets[len(offsets) // 3]
+    damaged = bytearray(lot2_bytes)
+    damaged[start : start + 64] = bytes((i * 97 + 13) % 251 for i in range(64))  # fixed "random" bytes
+    path = _write(tmp_path / "corrupt.stdf", bytes(damaged))
+    for engine in ("arrow", "pystdf"):
+        with pytest.raises(StdfReadError, match="corrupt") as error:
+            read_stdf(path, engine=engine)
+        assert error.value.offset is not None and error.value.offset >= start
+
+
+def test_bit_flip_in_gzip_stream_is_an_error(tmp_path: Path, shared_stdf: Path) -> None:
+    packed = bytearray((shared_stdf / "lot2.stdf.gz").read_bytes())
+    packed[len(packed) // 2] ^= 0x10
+    path = _write(tmp_path / "flipped.stdf.gz", bytes(packed))
+    with pytest.raises(StdfReadError, match="decompression failed") as error:
+        read_stdf(path)
+    assert error.value.offset is not None
+
+
+def test_unknown_subtype_is_counted_but_foreign_type_is_corruption(tmp_path: Path, lot2_bytes: bytes) -> None:
+    offsets = record_offsets(lot2_bytes)
+    where = offsets[5]
+    vendor = struct.pack(">HBB", 3, 1, 99) + b"abc"  # REC_TYP 1 (per-lot), unknown subtype 99
+    path = _write(tmp_path / "vendor.stdf", lot2_bytes[:where] + vendor + lot2_bytes[where:])
+    tables = read_stdf(path)
+    assert tables.file["record_counts"]["UNKNOWN"] == 1 and tables.parts.num_rows == 1569
+    foreign = struct.pack(">HBB", 3, 77, 1) + b"abc"
+    path = _write(tmp_path / "foreign.stdf", lot2_bytes[:where] + foreign + lot2_bytes[where:])
+    with pytest.raises(StdfReadError, match="REC_TYP 77") as error:
+        read_stdf(path)
+    assert error.value.offset == where
+
+
+def test_walk_records_names_the_broken_record(lot2_bytes: bytes, tmp_path: Path) -> None:
+    path = _write(tmp_path / "cut.stdf", lot2_bytes[:1001])
+    walk = walk_records(path, ">")
+    assert walk.truncated and walk.complete_end <= 1001 and walk.stream_end == 1001
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.stdf", *args], capture_output=True, text=True)
+
+
+def test_cli_converts_and_writes_manifest(shared_stdf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lot2"
+    done = run_cli("convert", str(shared_stdf / "lot2.stdf.gz"), str(out), "--engine", "arrow")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{t}.parquet" for t in TABLES] + ["manifest.json"]
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"] == "arrow" and len(manifest["input"]["sha256"]) == 64
+    assert manifest["input"]["bytes"] == (shared_stdf / "lot2.stdf.gz").stat().st_size
+    assert manifest["record_counts"]["PTR"] == 52403 and manifest["seconds"] > 0
+
+
+@pytest.mark.parametrize("content", [b"", b"junk" * 100])
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path: Path, content: bytes) -> None:
+    path = _write(tmp_path / "bad.stdf", content)
+    done = run_cli("convert", str(path), str(tmp_path / "out"))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "byte 0" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.stdf"]  # no temporary folder left behind
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    done = run_cli("convert", str(tmp_path / "nope.stdf"), str(tmp_path / "out"))
+    assert done.returncode == 1 and "no such file" in done.stderr and "Traceback" not in done.stderr
