@@ -1,0 +1,426 @@
+"""The simulated test floor: layout, determinism, STDF content, truth, oracle AUC and faults."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import stdf_convert
+from pystdf.IO import Parser
+from sklearn.metrics import roc_auc_score
+
+from jobs import simulate
+from jobs.simulate import FABS, Run, Scale, ft_part_txt, main, parse_faults, parse_ft_part_txt
+
+DAYS = ["2026-11-16", "2026-11-17", "2026-11-18"]
+SMALL = ["--start", DAYS[0], "--days", "3", "--fabs", "fab1,fab2", "--lots", "1", "--wafers", "3", "--quiet"]
+FAULTS = ",".join(
+    [
+        "truncated:fab1:2026-11-16",
+        "corrupted:fab1:2026-11-16",
+        "offline:fab1:2026-11-17",
+        "duplicated:fab2:2026-11-17",
+        "localtime:fab2:2026-11-17..2026-11-30",
+    ]
+)
+
+
+def read_pystdf(path: Path) -> list[tuple[str, dict]]:
+    records: list[tuple[str, dict]] = []
+
+    class Sink:
+        def before_begin(self, source: object) -> None: ...
+        def before_complete(self, source: object) -> None: ...
+        def before_cancel(self, source: object, exc: object) -> None: ...
+
+        def before_send(self, source: object, data: tuple) -> None:
+            kind, values = data
+            records.append((type(kind).__name__.upper(), dict(zip(kind.fieldNames, values, strict=True))))
+
+    with gzip.open(path, "rb") as stream:
+        parser = Parser(inp=stream)
+        parser.addSink(Sink())
+        parser.parse()
+    return records
+
+
+def run(root: Path, *args: str) -> Path:
+    assert main(["--root", str(root), *args]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("clean"), *SMALL, "--jobs", "1")
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("faulty"), *SMALL, "--faults", FAULTS)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def epoch(day: str) -> int:
+    return calendar.timegm(dt.date.fromisoformat(day).timetuple())
+
+
+def wafer_files(root: Path, fab: str, day: str) -> list[Path]:
+    return sorted(p for p in (root / "landing" / fab / day).glob("F?A*_??.stdf.gz"))
+
+
+def fault(root: Path, kind: str) -> dict:
+    entries = [
+        e for e in json.loads((root / "truth" / "faults.json").read_text())["faults"] if e["kind"] == kind
+    ]
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def test_landing_and_truth_layout(clean: Path) -> None:
+    for fab in ("fab1", "fab2"):
+        for i, day in enumerate(DAYS):
+            folder = clean / "landing" / fab / day
+            names = sorted(p.name for p in folder.iterdir())
+            lot = simulate.lot_id(fab, dt.date.fromisoformat(day), 0)
+            expected_ws = [f"{lot}_{w:02d}.stdf.gz" for w in (1, 2, 3)]
+            expected_ft = (
+                []
+                if i == 0
+                else [f"FT_{simulate.lot_id(fab, dt.date.fromisoformat(DAYS[i - 1]), 0)}.stdf.gz"]
+            )
+            assert names == sorted(expected_ws + expected_ft + ["_READY"])
+            assert (folder / "_READY").stat().st_size == 0
+            assert (folder / "_READY").stat().st_mtime >= max(p.stat().st_mtime for p in folder.iterdir())
+            truth = pd.read_parquet(clean / "truth" / fab / f"{day}.parquet")
+            assert list(truth.columns) == [
+                "lot_id",
+                "wafer_id",
+                "x_coord",
+                "y_coord",
+                "p_fail_true",
+                "ft_failed",
+            ]
+            assert [str(t) for t in truth.dtypes] in (
+                ["object", "object", "int16", "int16", "float64", "bool"],
+                ["str", "str", "int16", "int16", "float64", "bool"],
+            )
+            assert set(truth.wafer_id) == {"01", "02", "03"} and set(truth.lot_id) == {lot}
+        # The last day's final test lands the day after, without a _READY (that day was not simulated).
+        after = clean / "landing" / fab / "2026-11-19"
+        assert [p.name for p in after.iterdir()] == [
+            f"FT_{simulate.lot_id(fab, dt.date(2026, 11, 18), 0)}.stdf.gz"
+        ]
+    oracle = json.loads((clean / "truth" / "oracle.json").read_text())
+    assert sorted(oracle["days"]) == DAYS
+    assert "localtime" not in (clean / "truth" / "README.md").read_text().split("## Faults applied")[1]
+
+
+def test_same_arguments_give_identical_files(clean: Path, tmp_path: Path) -> None:
+    again = run(tmp_path / "again", *SMALL, "--jobs", "2")  # in parallel this time
+    assert files(again) == files(clean)
+    landing = [p for p in files(clean) if p.startswith("landing/")]
+    assert [(again / p).stat().st_mtime for p in landing] == [(clean / p).stat().st_mtime for p in landing]
+
+
+def test_days_do_not_depend_on_the_run(clean: Path, tmp_path: Path) -> None:
+    """Simulating day by day into one root gives the same files as one run (oracle.json merges)."""
+    root = tmp_path / "split"
+    for day in DAYS:
+        run(
+            root,
+            "--start",
+            day,
+            "--days",
+            "1",
+            "--fabs",
+            "fab1,fab2",
+            "--lots",
+            "1",
+            "--wafers",
+            "3",
+            "--quiet",
+        )
+    assert files(root) == files(clean)
+
+
+def test_wafer_sort_file_content(clean: Path) -> None:
+    orders = set()
+    for path in wafer_files(clean, "fab1", DAYS[1]) + wafer_files(clean, "fab2", DAYS[1]):
+        t = stdf_convert.tables(path)
+        mir, mrr = t["MIR"].to_pylist()[0], t["MRR"].to_pylist()[0]
+        tester = next(x for f in FABS.values() for x in f.testers if x.node == mir["NODE_NAM"])
+        assert t["FAR"]["CPU_TYPE"].to_pylist() == [2 if tester.byte_order == "<" else 1]
+        orders.add(tester.byte_order)
+        assert epoch(DAYS[1]) <= mir["START_T"] < mrr["FINISH_T"] < epoch(DAYS[1]) + 86_400
+        assert t["WIR"]["START_T"].to_pylist() == [mir["START_T"]]
+        assert t["WRR"]["FINISH_T"].to_pylist() == [mrr["FINISH_T"]] == [int(path.stat().st_mtime)]
+        lot, wafer = path.name.removesuffix(".stdf.gz").split("_")
+        assert mir["LOT_ID"] == lot and t["WIR"]["WAFER_ID"].to_pylist() == [wafer]
+
+        prr = t["PRR"].to_pandas()
+        assert prr.X_COORD.dtype == np.int16 and np.hypot(prr.X_COORD, prr.Y_COORD).max() < 23
+        assert set(prr.SITE_NUM) == set(range(1, tester.sites + 1))
+        retest = prr.PART_FLG.map(lambda b: b[0] & 0x02 > 0)
+        assert 0 < retest.sum() < 0.1 * len(prr)
+        assert retest.iloc[-retest.sum() :].all()  # retests come last ...
+        first = set(zip(prr.X_COORD[~retest], prr.Y_COORD[~retest], strict=True))
+        assert set(zip(prr.X_COORD[retest], prr.Y_COORD[retest], strict=True)) <= first  # ... on tested dies
+        assert len(first) == (~retest).sum()
+        passed = prr.SOFT_BIN == 1
+        assert ((prr.HARD_BIN == 1) == passed).all() and 0.85 < passed[~retest].mean() < 0.99
+        assert (prr.PART_FLG.map(lambda b: b[0] & 0x08 > 0) == ~passed).all()
+
+        ptr = t["PTR"].to_pandas()
+        first_ptr = ~ptr.TEST_NUM.duplicated()
+        assert (ptr.TEST_TXT[first_ptr] != "").all() and (ptr.UNITS[first_ptr] != "").all()
+        assert ptr.OPT_FLAG[first_ptr].notna().all() and ptr.HI_LIMIT[first_ptr].notna().all()
+        assert (ptr.TEST_TXT[~first_ptr] == "").all() and ptr.OPT_FLAG[~first_ptr].isna().all()
+        assert ptr.TEST_NUM.nunique() == 100 and t["FTR"].to_pandas().TEST_NUM.nunique() == 10
+        assert set(ptr.UNITS[first_ptr]) >= {"V", "mA", "uA", "ns", "MHz"}
+
+        hbr = t["HBR"].to_pandas()
+        assert hbr[hbr.HEAD_NUM == 255].HBIN_CNT.sum() == len(prr)
+        assert t["PCR"].to_pandas().query("HEAD_NUM == 255").PART_CNT.tolist() == [len(prr)]
+        assert t["TSR"].num_rows == 110
+    assert orders == {"<", ">"}
+
+
+def test_parts_bracket_their_results(tmp_path: Path) -> None:
+    """PIRs of a touchdown's sites, then their results, then their PRRs (read with pystdf)."""
+    tiny = Scale(lots=1, wafers=1, wafer_radius=6.5, n_ptr=20, compresslevel=1)
+    simulate.simulate(Run(tmp_path, (dt.date(2026, 11, 16),), ("fab1",), tiny), progress=False)
+    path = wafer_files(tmp_path, "fab1", DAYS[0])[0]
+    records = read_pystdf(path)
+    assert [name for name, _ in records[:3]] == ["FAR", "MIR", "SDR"]
+    assert records[-1][0] == "MRR"
+    open_sites: set[int] = set()
+    started = False  # results seen since the last PIR
+    touchdown_sizes = []
+    for name, fields in records:
+        if name == "PIR":
+            assert fields["SITE_NUM"] not in open_sites and not started
+            open_sites.add(fields["SITE_NUM"])
+        elif name in ("PTR", "FTR"):
+            assert fields["SITE_NUM"] in open_sites
+            started = True
+        elif name == "PRR":
+            if started:
+                touchdown_sizes.append(len(open_sites))
+            started = False
+            open_sites.remove(fields["SITE_NUM"])
+    assert not open_sites and max(touchdown_sizes) > 1
+    converted = stdf_convert.tables(path)
+    assert len(converted["PTR"]) == sum(name == "PTR" for name, _ in records)
+
+
+def test_final_test_files_and_truth(clean: Path) -> None:
+    for fab in ("fab1", "fab2"):
+        for ws_day, ft_day in zip(DAYS, [*DAYS[1:], "2026-11-19"], strict=True):
+            lot = simulate.lot_id(fab, dt.date.fromisoformat(ws_day), 0)
+            t = stdf_convert.tables(clean / "landing" / fab / ft_day / f"FT_{lot}.stdf.gz")
+            assert "WIR" not in t and "WRR" not in t
+            assert t["MIR"]["LOT_ID"].to_pylist() == [lot] and t["MIR"]["TEST_COD"].to_pylist() == ["FT1"]
+            prr = t["PRR"].to_pandas()
+            assert (prr.X_COORD == -32768).all() and (prr.Y_COORD == -32768).all()
+            keys = [parse_ft_part_txt(s) for s in prr.PART_TXT]
+            ft = pd.DataFrame(keys, columns=["lot_id", "wafer_id", "x_coord", "y_coord"])
+            ft["ft_failed"] = (prr.HARD_BIN != 1).to_numpy()
+            truth = pd.read_parquet(clean / "truth" / fab / f"{ws_day}.parquet")
+            merged = truth.merge(ft, on=["lot_id", "wafer_id", "x_coord", "y_coord"], validate="1:1")
+            assert len(merged) == len(truth) == len(prr)
+            assert (merged.ft_failed_x == merged.ft_failed_y).all()
+            assert 0.03 < truth.ft_failed.mean() < 0.12
+
+            # Final test gets exactly the dies whose last wafer-sort result passed.
+            good = set()
+            for path in wafer_files(clean, fab, ws_day):
+                ws = stdf_convert.tables(path, ["PRR", "WIR"])
+                last = ws["PRR"].to_pandas().drop_duplicates(["X_COORD", "Y_COORD"], keep="last")
+                wafer = ws["WIR"]["WAFER_ID"][0].as_py()
+                good |= {
+                    (wafer, x, y)
+                    for x, y in zip(
+                        last.X_COORD[last.SOFT_BIN == 1], last.Y_COORD[last.SOFT_BIN == 1], strict=True
+                    )
+                }
+            assert set(zip(truth.wafer_id, truth.x_coord, truth.y_coord, strict=True)) == good
+
+
+def test_part_txt_round_trip() -> None:
+    texts = ft_part_txt("F1A26327A01", np.array(["03", "25"]), np.array([12, -21]), np.array([-7, 0]))
+    assert texts.tolist() == ["lot=F1A26327A01;wafer=03;x=12;y=-7", "lot=F1A26327A01;wafer=25;x=-21;y=0"]
+    assert [parse_ft_part_txt(s) for s in texts] == [
+        ("F1A26327A01", "03", 12, -7),
+        ("F1A26327A01", "25", -21, 0),
+    ]
+    for bad in ("", "lot=A;wafer=01;x=1", "lot=A;wafer=01;x=one;y=2", "serial 17"):
+        with pytest.raises(ValueError, match="PART_TXT"):
+            parse_ft_part_txt(bad)
+
+
+def test_oracle_auc(clean: Path) -> None:
+    oracle = json.loads((clean / "truth" / "oracle.json").read_text())
+    for day in DAYS:
+        truth = pd.concat(
+            [pd.read_parquet(clean / "truth" / fab / f"{day}.parquet") for fab in ("fab1", "fab2")]
+        )
+        auc = roc_auc_score(truth.ft_failed, truth.p_fail_true)
+        assert 0.85 <= auc <= 0.92
+        assert oracle["days"][day]["auc"] == pytest.approx(auc, abs=1e-4)
+        assert oracle["days"][day]["dies"] == len(truth)
+        assert set(oracle["days"][day]["fabs"]) == {"fab1", "fab2"}
+
+
+def test_lot_ids_are_unique_across_fabs_and_days() -> None:
+    ids = {
+        simulate.lot_id(f, dt.date(2026, 1, 1) + dt.timedelta(days=d), i)
+        for f in FABS
+        for d in range(400)
+        for i in range(3)
+    }
+    assert len(ids) == len(FABS) * 400 * 3
+    assert simulate.lot_id("fab1", dt.date(2026, 11, 23), 0) == "F1A26327A01"
+
+
+def unzip(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes())
+
+
+def test_truncated_file(clean: Path, faulty: Path) -> None:
+    entry = fault(faulty, "truncated")
+    path = faulty / entry["file"]
+    with pytest.raises(stdf_convert.StdfError):
+        stdf_convert.tables(path)
+    cut, original = unzip(path), unzip(clean / entry["file"])
+    assert len(cut) == entry["byte_offset"]
+    assert 0.4 * len(original) < entry["byte_offset"] < 0.6 * len(original)
+    assert original.startswith(cut) and entry["original_size"] == len(original)
+    record = entry["record_offset"]
+    size = 4 + int.from_bytes(original[record : record + 2], "little" if original[4] == 2 else "big")
+    assert record < entry["byte_offset"] < record + size  # inside the record
+    assert (original[record + 2], original[record + 3]) == (15, 10)  # a PTR: inside a part
+
+
+def test_corrupted_file(clean: Path, faulty: Path) -> None:
+    entry = fault(faulty, "corrupted")
+    bad, good = unzip(faulty / entry["file"]), unzip(clean / entry["file"])
+    offset = entry["byte_offset"]
+    assert len(bad) == len(good) and bad[offset : offset + 64] != good[offset : offset + 64]
+    assert bad[:offset] == good[:offset] and bad[offset + 64 :] == good[offset + 64 :]
+    assert simulate.KNOWN_RECORD_TYPES[(good[offset + 2], good[offset + 3])] == entry["record_type"]
+    order = "little" if good[4] == 2 else "big"
+    offsets, pos = [], 0
+    while pos < offset:
+        offsets.append(pos)
+        pos += 4 + int.from_bytes(good[pos : pos + 2], order)
+    assert pos == offset  # the overwrite starts exactly at a record header
+    assert entry["file"] != fault(faulty, "truncated")["file"]
+
+
+def test_duplicated_file(faulty: Path) -> None:
+    entry = fault(faulty, "duplicated")
+    original, copy = faulty / entry["file"], faulty / entry["copy"]
+    assert copy != original and copy.parent == original.parent and copy.name.endswith(".stdf.gz")
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == hashlib.sha256(original.read_bytes()).hexdigest()
+    assert entry["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
+    assert copy.stat().st_mtime > original.stat().st_mtime
+
+
+def test_offline_fab_day(clean: Path, faulty: Path) -> None:
+    entry = fault(faulty, "offline")
+    assert (entry["fab"], entry["date"], entry["file"]) == ("fab1", "2026-11-17", None)
+    folder = faulty / "landing" / "fab1" / "2026-11-17"
+    assert not folder.exists() or not any(folder.iterdir())
+    assert not (faulty / "truth" / "fab1" / "2026-11-17.parquet").exists()
+    # The final test due that day lands the next day, before that day's _READY.
+    late = faulty / "landing" / "fab1" / "2026-11-18" / "FT_F1A26320A01.stdf.gz"
+    assert late.exists() and (late.parent / "_READY").exists()
+    assert unzip(late) != b"" and (clean / "landing" / "fab1" / "2026-11-17" / late.name).exists()
+    oracle = json.loads((faulty / "truth" / "oracle.json").read_text())
+    assert list(oracle["days"]["2026-11-17"]["fabs"]) == ["fab2"]
+
+
+def test_localtime_shift(clean: Path, faulty: Path) -> None:
+    faults = json.loads((faulty / "truth" / "faults.json").read_text())["faults"]
+    entries = [e for e in faults if e["kind"] == "localtime"]
+    assert {e["fab"] for e in entries} == {"fab2"} and {e["offset_hours"] for e in entries} == {8}
+    shifted = {f for e in entries for f in e["files"]}
+    lots = {d: simulate.lot_id("fab2", dt.date.fromisoformat(d), 0) for d in DAYS}
+    expected = {f"landing/fab2/{d}/{lots[d]}_{w:02d}.stdf.gz" for d in DAYS[1:] for w in (1, 2, 3)}
+    expected |= {
+        f"landing/fab2/{ft}/FT_{lots[ws]}.stdf.gz"
+        for ws, ft in zip(DAYS, [*DAYS[1:], "2026-11-19"], strict=True)
+    }
+    assert shifted == expected  # tested from the 17th on: wafers of the 17th and 18th, FT landing 17th..19th
+    for name in shifted:
+        before, after = stdf_convert.tables(clean / name), stdf_convert.tables(faulty / name)
+        for record, field in (("MIR", "SETUP_T"), ("MIR", "START_T"), ("MRR", "FINISH_T")):
+            assert after[record][field][0].as_py() - before[record][field][0].as_py() == 8 * 3600
+        if "WIR" in before:
+            assert after["WIR"]["START_T"][0].as_py() - before["WIR"]["START_T"][0].as_py() == 8 * 3600
+            assert after["PTR"].equals(before["PTR"])
+        assert (faulty / name).stat().st_mtime == (clean / name).stat().st_mtime  # uploads stay UTC
+    for name in files(faulty):
+        if name.startswith("landing/fab2/2026-11-16/F2"):
+            assert (faulty / name).read_bytes() == (clean / name).read_bytes()
+    assert "localtime UTC+8 h" in (faulty / "truth" / "README.md").read_text()
+
+
+def test_faults_leave_other_files_alone(clean: Path, faulty: Path) -> None:
+    damaged = {e.get("file") for e in json.loads((faulty / "truth" / "faults.json").read_text())["faults"]}
+    for name, data in files(faulty).items():
+        if (
+            name.startswith("landing/fab1/")
+            and name not in damaged
+            and "2026-11-17" not in name
+            and "FT_" not in name
+        ):
+            assert data == (clean / name).read_bytes(), name
+
+
+def test_fault_grammar() -> None:
+    faults = parse_faults("offline:fab2:2026-11-18, localtime:fab2:2026-11-01..2026-11-30:+5.5")
+    assert [(f.kind, f.fab, f.first, f.last, f.param) for f in faults] == [
+        ("offline", "fab2", dt.date(2026, 11, 18), dt.date(2026, 11, 18), None),
+        ("localtime", "fab2", dt.date(2026, 11, 1), dt.date(2026, 11, 30), 5.5),
+    ]
+    for bad, message in [
+        ("melted:fab1:2026-11-18", "unknown kind"),
+        ("offline:fab9:2026-11-18", "unknown fab"),
+        ("offline:fab1:2026-11-31", "bad date"),
+        ("offline:fab1", "expected"),
+        ("truncated:fab1:2026-11-18:3", "takes no parameter"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_faults(bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2026-02-30", "--days", "1"], "bad date"),
+        (["--start", "2026-11-16", "--days", "1", "--faults", "melted:fab1:2026-11-16"], "unknown kind"),
+        (["--start", "2026-11-16", "--days", "1", "--fabs", "fab1,fab7"], "unknown fab"),
+        (["--start", "2026-11-16", "--days", "1", "--wafers", "26"], "at most 25"),
+        (["--start", "2026-11-16", "--days", "0"], "at least 1"),
+    ],
+)
+def test_command_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--root", str(tmp_path), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
