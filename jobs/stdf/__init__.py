@@ -189,7 +189,9 @@ class _ParquetSink:
         while (table := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    writer = writer or pq.ParquetWriter(self.path, RESULTS_SCHEMA, compression=self.compression)
+                    writer = writer or pq.ParquetWriter(
+                        self.path, RESULTS_SCHEMA, compression=self.compression
+                    )
                     writer.write_table(table, row_group_size=table.num_rows)
                 except BaseException as exc:  # re-raised on the caller's thread in close()
                     self.error = exc
@@ -258,6 +260,7 @@ def convert_stdf(
     batch_size: int = DEFAULT_BATCH_SIZE,
     compression: str = "zstd",
     progress: Callable[[int], None] | None = None,
+    lineage: dict | None = None,
 ) -> dict:
     """Convert one STDF file into OUTDIR/{parts,results,tests,bins}.parquet + manifest.json.
 
@@ -298,6 +301,7 @@ def convert_stdf(
             "seconds": round(time.perf_counter() - started, 3),
             "code_version": __version__,
             "versions": _library_versions(),
+            **(lineage or {}),
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _replace_dir(work, outdir)

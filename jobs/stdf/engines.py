@@ -157,7 +157,13 @@ def _pystdf_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
     collector = _Collector(batch_size)
     parser = _make_parser(open_stream(path), collector)
     try:
-        parser.parse()
+        parser.auto_detect_endian()
+        while True:  # pystdf parses a given number of records per call: stream batches between calls
+            parser.parse_records(count=20_000)
+            yield from collector.take_ready()
+            if parser.eof:
+                break
+        parser.complete()
     except EOFError:  # a compressed stream cut short: like a truncated file
         parser.incomplete_tail = True
     except UnicodeDecodeError as exc:
@@ -175,37 +181,38 @@ def _pystdf_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
         ) from None
     finally:
         parser.inp.close()
+    # pystdf hands on a cut-off last record as if it were a short one; we treat it as lost
+    collector.finish(keep_last=not parser.incomplete_tail)
+    yield from collector.take_ready()
     if parser.incomplete_tail:
-        # pystdf hands on a cut-off last record as if it were a short one; we treat it as lost.
-        collector.drop_last()
-        collector.finish()
-        yield from collector.ready
         raise EngineError("pystdf: end of stream inside the last record")
-    collector.finish()
-    yield from collector.ready
 
 
 class _Collector:
-    """Accumulates pystdf records per type and cuts them into Arrow batches."""
+    """Accumulates pystdf records per type and cuts them into Arrow batches.
+
+    The newest record is held back until the next one arrives, because a truncated file's
+    last record must be dropped, and only the end of the stream tells.
+    """
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self.rows: dict[str, list[tuple]] = {}
         self.ready: list[Batch] = []
-        self.last_type: str | None = None
+        self.held: tuple[str, tuple] | None = None
         self.sequence = 0
 
     def add(self, record_type: str, offset: int, rec_len: int, values: tuple) -> None:
-        rows = self.rows.setdefault(record_type, [])
-        rows.append((self.sequence, offset, rec_len, *values))
+        if self.held is not None:
+            self._commit(*self.held)
+        self.held = (record_type, (self.sequence, offset, rec_len, *values))
         self.sequence += 1
-        self.last_type = record_type
+
+    def _commit(self, record_type: str, row: tuple) -> None:
+        rows = self.rows.setdefault(record_type, [])
+        rows.append(row)
         if len(rows) >= self.batch_size:
             self._flush(record_type)
-
-    def drop_last(self) -> None:
-        if self.last_type and self.rows.get(self.last_type):
-            self.rows[self.last_type].pop()
 
     def _flush(self, record_type: str) -> None:
         rows = self.rows.pop(record_type, [])
@@ -215,7 +222,14 @@ class _Collector:
             arrays = [pa.array(col, type=field.type) for col, field in zip(columns, schema, strict=True)]
             self.ready.append((record_type, pa.RecordBatch.from_arrays(arrays, schema=schema)))
 
-    def finish(self) -> None:
+    def take_ready(self) -> list[Batch]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def finish(self, keep_last: bool) -> None:
+        if self.held is not None and keep_last:
+            self._commit(*self.held)
+        self.held = None
         for record_type in list(self.rows):
             self._flush(record_type)
 

@@ -187,11 +187,11 @@ def results_per_part(path: str | Path, order: str, sample: int = 1 << 22) -> flo
     return results / parts if parts else None
 
 
-def stream_size(path: str | Path) -> int | None:
-    """Size of the decompressed stream, from metadata where the format keeps it.
+def stored_stream_size(path: str | Path) -> int | None:
+    """The decompressed size as the container records it, without decompressing.
 
-    gzip keeps it modulo 2**32 (ISIZE; None for multi-member files), zip in its directory,
-    bzip2 nowhere, so a bzip2 file is decompressed once to count.
+    Plain files: their size; zip: the member's size; gzip: ISIZE, the size modulo 2**32;
+    bzip2 records nothing (None).
     """
     kind = compression_of(path)
     if kind == "none":
@@ -202,25 +202,21 @@ def stream_size(path: str | Path) -> int | None:
     if kind == "gzip":
         with open(path, "rb") as f:
             f.seek(-4, 2)
-            return struct.unpack("<I", f.read(4))[0] | GZIP_MODULO_FLAG
-    total = 0
-    with open_stream(path) as stream:
-        while data := stream.read(1 << 22):
-            total += len(data)
-    return total
-
-
-GZIP_MODULO_FLAG = 1 << 62  # marks a size known only modulo 2**32
+            return struct.unpack("<I", f.read(4))[0]
+    return None
 
 
 def ends_inside_record(path: str | Path, records_end: int) -> bool:
     """True when bytes remain after the last complete record (a header cut short at the end)."""
     try:
-        size = stream_size(path)
+        size = stored_stream_size(path)
+        if size is None:  # bzip2: count by decompressing once
+            size = 0
+            with open_stream(path) as stream:
+                while data := stream.read(1 << 22):
+                    size += len(data)
     except (OSError, EOFError, zipfile.BadZipFile, ValueError):
         return False  # a damaged container is reported by the engines
-    if size is None:
-        return False
-    if size & GZIP_MODULO_FLAG:
-        return (size & 0xFFFFFFFF) != (records_end & 0xFFFFFFFF)
+    if compression_of(path) == "gzip":
+        return size != records_end % (1 << 32)
     return size != records_end

@@ -1,0 +1,176 @@
+"""Benchmarks behind scripts/bench; each prints its figures as JSON on stdout.
+
+    scripts/bench ingest     STDF reading: our arrow and pystdf engines against stdf-convert's raw
+                             streaming parse, on lot2, lot3 and simulated bench-scale wafer files
+
+Every figure is measured in the same run as its reference, in separate processes (so peak RSS
+is each one's own), and reported with the ratio: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_STDF = REPO.parent / "shared" / "stdf"
+
+RAW_PARSE = """
+import sys, time, stdf_convert
+start = time.perf_counter()
+records = 0
+for _, batch in stdf_convert.batches(sys.argv[1]):
+    records += batch.num_rows
+print(time.perf_counter() - start, records)
+"""
+
+
+def _run_measured(command: list[str]) -> tuple[float, float, str]:
+    """Run a command; return its wall seconds, its peak RSS in MB and its stdout."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    out, err = process.stdout.read(), process.stderr.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {err.strip()}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def _stream_bytes(path: Path) -> int:
+    from .stdf.source import open_stream
+
+    total = 0
+    with open_stream(path) as stream:
+        while data := stream.read(1 << 24):
+            total += len(data)
+    return total
+
+
+def measure_file(path: Path, engines: list[str], workdir: Path) -> dict:
+    """Raw stdf-convert parse vs our engines (whole `python -m jobs.stdf convert` command)."""
+    mb = _stream_bytes(path) / 1e6
+    figures: dict = {"file": path.name, "bytes_on_disk": path.stat().st_size, "stream_mb": round(mb, 1)}
+    wall, rss, out = _run_measured([sys.executable, "-c", RAW_PARSE, str(path)])
+    parse_seconds = float(out.split()[0])
+    figures["stdf_convert_raw"] = {
+        "seconds": round(parse_seconds, 3),
+        "mb_per_s": round(mb / parse_seconds, 1),
+        "peak_rss_mb": round(rss),
+        "records": int(out.split()[1]),
+    }
+    for engine in engines:
+        outdir = workdir / f"{path.name}.{engine}"
+        command = [sys.executable, "-m", "jobs.stdf", "convert", str(path), str(outdir), "--quiet"]
+        wall, rss, _ = _run_measured([*command, "--engine", engine])
+        manifest = json.loads((outdir / "manifest.json").read_text())
+        figures[engine] = {
+            "seconds_whole_command": round(wall, 3),
+            "seconds_in_process": manifest["seconds"],
+            "mb_per_s": round(mb / wall, 1),
+            "peak_rss_mb": round(rss),
+            "parts": manifest["rows"]["parts"],
+            "results": manifest["rows"]["results"],
+        }
+        shutil.rmtree(outdir)
+    arrow = figures.get("arrow", {}).get("seconds_whole_command")
+    if arrow:
+        figures["arrow_vs_raw_parse"] = round(parse_seconds / arrow, 2)
+        if "pystdf" in figures:
+            figures["arrow_vs_pystdf"] = round(figures["pystdf"]["seconds_whole_command"] / arrow, 1)
+    return figures
+
+
+def bench_wafer(cache: Path) -> Path:
+    """One bench-scale simulated wafer file (about 100 MB), simulated once into `cache`."""
+    found = sorted((cache / "landing").glob("fab1/*/*.stdf.gz")) if cache.exists() else []
+    if not found:
+        from .simulate import main as simulate
+
+        simulate(["--root", str(cache), "--start", "2026-11-02", "--days", "1", "--fabs", "fab1",
+                  "--scale", "bench", "--lots", "1", "--wafers", "1", "--quiet"])  # fmt: skip
+        found = sorted((cache / "landing").glob("fab1/*/*.stdf.gz"))
+    return next(f for f in found if not f.name.startswith("FT_"))
+
+
+def repeated_wafer(source: Path, times: int, target: Path) -> Path:
+    """A valid STDF file with the part records of `source` repeated `times` times (a bigger wafer)."""
+    if target.exists():
+        return target
+    import stdf_convert
+
+    marks = stdf_convert.tables(source, ["PIR", "PRR"])
+    first = marks["PIR"]["byte_offset"][0].as_py()
+    last = marks["PRR"]["byte_offset"][-1].as_py() + 4 + marks["PRR"]["rec_len"][-1].as_py()
+    data = gzip.decompress(source.read_bytes())
+    temporary = target.with_suffix(".tmp")
+    with gzip.open(temporary, "wb", compresslevel=1) as out:
+        out.write(data[:first])
+        for _ in range(times):
+            out.write(data[first:last])
+        out.write(data[last:])
+    temporary.rename(target)
+    return target
+
+
+def ingest(args: argparse.Namespace) -> dict:
+    cache = Path(args.cache)
+    with tqdm(total=5, desc="bench ingest", unit="step", file=sys.stderr, disable=args.quiet) as bar:
+        bar.set_postfix_str("simulating the bench wafer")
+        wafer = bench_wafer(cache)
+        big = repeated_wafer(wafer, 4, cache / "bench_wafer_x4.stdf.gz")
+        bar.update()
+        files = [(SHARED_STDF / "lot2.stdf.gz", ["arrow", "pystdf"]), (SHARED_STDF / "lot3.stdf.gz", ["arrow", "pystdf"])]
+        files = [f for f in files if f[0].exists()]
+        files += [(wafer, ["arrow", "pystdf"]), (big, ["arrow"])]
+        results = []
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            for path, engines in files:
+                bar.set_postfix_str(path.name)
+                results.append(measure_file(path, engines, Path(work)))
+                bar.update()
+    by_name = {r["file"]: r for r in results}
+    small, large = by_name[wafer.name], by_name[big.name]
+    return {
+        "benchmark": "ingest",
+        "cpu_count": os.cpu_count(),
+        "files": results,
+        "summary": {
+            "largest_file_stream_mb": large["stream_mb"],
+            "arrow_vs_raw_parse_on_largest": large["arrow_vs_raw_parse"],
+            "arrow_vs_pystdf_on_bench_wafer": small.get("arrow_vs_pystdf"),
+            "peak_rss_mb_bench_wafer": small["arrow"]["peak_rss_mb"],
+            "peak_rss_mb_4x_wafer": large["arrow"]["peak_rss_mb"],
+            "rss_growth_4x_file": round(large["arrow"]["peak_rss_mb"] / small["arrow"]["peak_rss_mb"], 2),
+            "goals": "arrow >= 0.8x raw parse, >= 25x pystdf; peak RSS flat from 1x to 4x file",
+        },
+    }
+
+
+BENCHMARKS = {"ingest": ingest}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("--cache", default=str(REPO / "bench-out"), help="where simulated bench files are kept")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    print(json.dumps(BENCHMARKS[args.benchmark](args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
