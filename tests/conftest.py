@@ -24,3 +24,26 @@ def shared_stdf() -> Path:
 def lot2_bytes(shared_stdf: Path) -> bytes:
     """lot2 decompressed: a big-endian Teradyne wafer-sort file."""
     return gzip.decompress((shared_stdf / "lot2.stdf.gz").read_bytes())
+
+
+SORT_KEYS = ("part_index", "kind", "test_num", "pin_index", "bin_type", "head_num", "site_num", "bin_num")
+
+
+def canonical(table):
+    """A table with dictionary columns decoded and rows in a fixed order, for comparing engines.
+
+    Results are written as their parts settle, and the two engines deliver record batches at
+    different moments, so the same rows can come in a different order.
+    """
+    import pyarrow as pa
+
+    decoded = table.cast(
+        pa.schema(
+            [
+                pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                for f in table.schema
+            ]
+        )
+    )
+    keys = [name for name in SORT_KEYS if name in decoded.column_names]
+    return decoded.sort_by([(k, "ascending") for k in keys])

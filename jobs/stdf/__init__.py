@@ -43,14 +43,15 @@ PENDING_RESULTS = 1 << 19  # results held back at most while their parts are sti
 
 
 def auto_batch_size(path: Path, order: str) -> int:
-    """Records per batch, so that one batch of parts holds about PENDING_RESULTS results.
+    """Records per batch: about PENDING_RESULTS results per batch of parts, within 1024..16384.
 
-    Results wait until the batch holding their part's PRR arrives, so the batch size in parts
-    bounds memory; too small a batch costs per-batch overhead on files with few tests per part.
+    Results wait until the batch holding their part's PRR arrives, so smaller batches let them
+    settle sooner, while the parse runs; but every batch costs overhead, and result records
+    come in batches of the same size. Results that wait long are spilled to disk.
     """
     per_part = results_per_part(path, order) or 1000.0
     size = 1 << int(np.log2(max(PENDING_RESULTS / max(per_part, 1.0), 1)))
-    return int(min(max(size, 256), 16384))
+    return int(min(max(size, 1024), 16384))
 
 
 @dataclass
@@ -125,9 +126,9 @@ def normalize_file(
 def _run(path: Path, name: str, engine: str, batch_size: int, emit, progress) -> tuple:
     normalizer = Normalizer(emit, source_file=name)
     try:
-        for record_type, batch in read_batches(path, engine, batch_size):
+        for count, (record_type, batch) in enumerate(read_batches(path, engine, batch_size)):
             normalizer.feed(record_type, batch)
-            if progress is not None and batch.num_rows:
+            if progress is not None and count % 64 == 0 and batch.num_rows:
                 progress(batch["byte_offset"][-1].as_py())
         result = normalizer.finish()
     except StructureError as exc:
@@ -138,6 +139,8 @@ def _run(path: Path, name: str, engine: str, batch_size: int, emit, progress) ->
                 path, f"corrupt: record chain broken (unknown record, then {exc})", offset
             ) from None
         raise StdfReadError(path, f"corrupt: {exc}", offset) from None
+    finally:
+        normalizer.close()
     return result
 
 

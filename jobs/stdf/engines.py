@@ -71,7 +71,7 @@ def read_batches(path: str | Path, engine: str, batch_size: int) -> Iterator[Bat
     raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
-def _arrow_batches(path: str | Path, batch_size: int, prefetch: int = 128) -> Iterator[Batch]:
+def _arrow_batches(path: str | Path, batch_size: int, prefetch: int = 512) -> Iterator[Batch]:
     """stdf-convert's batches, pulled ahead on a thread into a queue of up to `prefetch` batches.
 
     The normalizer works in bursts (when a batch of parts closes); stdf-convert's own hand-over

@@ -12,17 +12,19 @@ Parts, bins, tests and file facts are small (one row per die at most) and are bu
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 RESULT_KINDS = ("PTR", "FTR", "MPR")
+RAW_ROWS = 1 << 18  # raw result records decoded together (amortizes per-call overhead)
 STDF_RECORD_TYPES = (0, 1, 2, 3, 5, 10, 15, 20, 50, 180, 181)  # REC_TYP codes of V4 and V4-2007
-SEQ_BITS = 40  # a (head, site) key is packed above the record sequence number
 NO_COORD = -32768
 NO_BIN = 65535
 
@@ -182,17 +184,14 @@ class _Test:
     lo_limit: float | None
     hi_limit: float | None
     res_scal: int | None
-    executions: int = 0
 
 
-def _neighbour(sorted_keys: np.ndarray, pos: np.ndarray, site: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sequence number at `pos` in sorted (site, seq) keys, if it is on the same site."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(pos), bool), np.full(len(pos), -1.0)
-    key = sorted_keys[np.clip(pos, 0, len(sorted_keys) - 1)]
-    same = (pos >= 0) & (pos < len(sorted_keys)) & ((key >> np.uint64(SEQ_BITS)) == site)
-    seq = (key & np.uint64((1 << SEQ_BITS) - 1)).astype(np.float64)
-    return same, seq
+def _at_or_inf(values: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """values[position] as float, +inf where position is past the end."""
+    if len(values) == 0:
+        return np.full(len(position), np.inf)
+    inside = position < len(values)
+    return np.where(inside, values[np.clip(position, 0, len(values) - 1)].astype(np.float64), np.inf)
 
 
 @dataclass
@@ -214,14 +213,10 @@ class _Parts:
     exactly one part is open in the whole file, such a record is placed in it and counted.
     """
 
-    pir_seq: list[np.ndarray] = field(default_factory=list)
-    prr_seq: list[np.ndarray] = field(default_factory=list)
-    pir_keys: list[np.ndarray] = field(default_factory=list)
+    pir_by_site: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # seq, index
+    prr_by_site: dict[int, np.ndarray] = field(default_factory=dict)
     prr_batches: list[pa.RecordBatch] = field(default_factory=list)
     pir_wm: float = -1.0  # every PIR with a sequence number <= this has arrived
-    sorted_pir: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    sorted_pir_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    sorted_prr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     all_pir: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     all_prr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
 
@@ -231,42 +226,58 @@ class _Parts:
 
     def add_pir(self, batch: pa.RecordBatch) -> None:
         seq = to_numpy(batch["sequence_number"], np.uint64)
-        self.pir_seq.append(seq)
-        self.pir_keys.append((site_key(batch["HEAD_NUM"], batch["SITE_NUM"]) << np.uint64(SEQ_BITS)) | seq)
+        site = site_key(batch["HEAD_NUM"], batch["SITE_NUM"])
+        index = np.arange(self.count, self.count + len(seq))
+        for key in np.unique(site).tolist():
+            rows = site == key
+            old_seq, old_index = self.pir_by_site.get(key, (seq[:0], index[:0]))
+            self.pir_by_site[key] = (
+                np.concatenate([old_seq, seq[rows]]),
+                np.concatenate([old_index, index[rows]]),
+            )
+        self.all_pir = np.concatenate([self.all_pir, seq])
         self.pir_wm = float(seq[-1]) if len(seq) else self.pir_wm
-        keys = np.concatenate(self.pir_keys)
-        order = np.argsort(keys, kind="stable")
-        self.sorted_pir, self.sorted_pir_index = keys[order], order
-        self.all_pir = np.concatenate(self.pir_seq)
 
     def add_prr(self, batch: pa.RecordBatch) -> None:
         self.prr_batches.append(batch)
         seq = to_numpy(batch["sequence_number"], np.uint64)
-        keys = (site_key(batch["HEAD_NUM"], batch["SITE_NUM"]) << np.uint64(SEQ_BITS)) | seq
-        self.sorted_prr = np.sort(np.concatenate([self.sorted_prr, keys]))
-        self.prr_seq.append(seq)
-        self.all_prr = np.concatenate(self.prr_seq)
+        site = site_key(batch["HEAD_NUM"], batch["SITE_NUM"])
+        for key in np.unique(site).tolist():
+            self.prr_by_site[key] = np.concatenate([self.prr_by_site.get(key, seq[:0]), seq[site == key]])
+        self.all_prr = np.concatenate([self.all_prr, seq])
 
     def place(self, site: np.ndarray, seq: np.ndarray) -> Placement:
-        """Place records at (site, seq): a result, or a PRR (which closes the part it is in)."""
-        keys = (site << np.uint64(SEQ_BITS)) | seq
-        pir_pos = np.searchsorted(self.sorted_pir, keys, side="right") - 1
-        has_pir, pir_seq = _neighbour(self.sorted_pir, pir_pos, site)
-        has_next_pir, next_pir_seq = _neighbour(self.sorted_pir, pir_pos + 1, site)
-        prr_pos = np.searchsorted(self.sorted_prr, keys, side="left")
-        has_prev_prr, prev_prr_seq = _neighbour(self.sorted_prr, prr_pos - 1, site)
-        has_next_prr, next_prr_seq = _neighbour(self.sorted_prr, prr_pos, site)
-        open_on_site = has_pir & ~(has_prev_prr & (prev_prr_seq > pir_seq))
-        part = np.where(
-            open_on_site, self.sorted_pir_index[np.clip(pir_pos, 0, None)] if self.count else -1, -1
-        )
-        next_pir = np.where(has_next_pir, next_pir_seq, np.inf)
-        closed_at = np.where(has_next_prr, next_prr_seq, np.inf)
-        nested = open_on_site & (next_pir < closed_at)
-        fallback = ~open_on_site
+        """Place records at (site, seq): a result, or a PRR (which closes the part it is in).
+
+        One pass per head/site over that site's records, against that site's PIRs and PRRs
+        (small arrays), so millions of results cost a few binary searches each.
+        """
+        n = len(seq)
+        part = np.full(n, -1, np.int64)
+        closed_at = np.full(n, np.inf)
+        nested = np.zeros(n, bool)
+        sites = list(self.pir_by_site)
+        for key in sites:
+            rows = slice(None) if len(sites) == 1 else np.flatnonzero(site == key)
+            pir_seq, pir_index = self.pir_by_site[key]
+            prr_seq = self.prr_by_site.get(key, seq[:0])
+            q = seq[rows]
+            p = np.searchsorted(pir_seq, q, side="right") - 1
+            j = np.searchsorted(prr_seq, q, side="left")
+            at_pir = np.clip(p, 0, None)
+            prev_prr = prr_seq[np.clip(j - 1, 0, None)] if len(prr_seq) else np.zeros_like(q)
+            is_open = (p >= 0) & ((j == 0) | (prev_prr < pir_seq[at_pir]))
+            if len(sites) == 1:
+                is_open &= site == key
+            next_prr = _at_or_inf(prr_seq, j)
+            next_pir = _at_or_inf(pir_seq, p + 1)
+            part[rows] = np.where(is_open, pir_index[at_pir], -1)
+            closed_at[rows] = np.where(is_open, next_prr, np.inf)
+            nested[rows] = is_open & (next_pir < next_prr)
+        fallback = part < 0
         if fallback.any():  # rare: only files whose records disagree on head/site numbers
             fallback[fallback] = self._only_open_part(seq[fallback], part, closed_at, fallback)
-        return Placement(part=part.astype(np.int64), closed_at=closed_at, nested=nested, by_fallback=fallback)
+        return Placement(part=part, closed_at=closed_at, nested=nested, by_fallback=fallback)
 
     def _only_open_part(
         self, seq: np.ndarray, part: np.ndarray, closed_at: np.ndarray, rows: np.ndarray
@@ -287,25 +298,130 @@ class _Parts:
         return placed
 
 
+class _Catalogue:
+    """The tests of one kind (PTR, FTR, MPR): each test's defaults from its first record (STDF:
+    later records default to it), its name, and how often it ran. Arrays stay sorted by test
+    number, so looking up millions of results is one searchsorted."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.tests: dict[int, _Test] = {}
+        self.numbers = np.zeros(0, np.uint32)
+        self.executions = np.zeros(0, np.int64)
+        self.names = pa.array([], pa.string())
+        self.nameless: set[int] = set()
+
+    def update(self, batch: pa.Table, test_num: np.ndarray) -> None:
+        unique, first, counts = np.unique(test_num, return_index=True, return_counts=True)
+        new = ~np.isin(unique, self.numbers)
+        if new.any():
+            columns = [c for c in FIRST_RECORD_COLUMNS if c in batch.schema.names]
+            for number, row in zip(
+                unique[new], batch.select(columns).take(first[new]).to_pylist(), strict=True
+            ):
+                self.tests[int(number)] = _first_record_defaults(self.kind, row)
+                if not self.tests[int(number)].name:
+                    self.nameless.add(int(number))
+            self._rebuild()
+        if self.nameless:
+            self._find_names(batch, test_num)
+        self.executions[np.searchsorted(self.numbers, unique)] += counts
+
+    def _rebuild(self) -> None:
+        old = dict(zip(self.numbers.tolist(), self.executions.tolist(), strict=True))
+        self.numbers = np.array(sorted(self.tests), np.uint32)
+        self.executions = np.array([old.get(n, 0) for n in self.numbers.tolist()], np.int64)
+        self.names = pa.array([self.tests[n].name or None for n in self.numbers.tolist()], pa.string())
+
+    def _find_names(self, batch: pa.Table, test_num: np.ndarray) -> None:
+        """A test whose first record had no TEST_TXT takes the first name a later record gives."""
+        rows = np.flatnonzero(np.isin(test_num, list(self.nameless)))
+        found = False
+        for number, text in zip(
+            test_num[rows].tolist(), batch["TEST_TXT"].take(rows).to_pylist(), strict=True
+        ):
+            if text and number in self.nameless:
+                self.tests[number].name = text
+                self.nameless.discard(number)
+                found = True
+        if found:
+            self._rebuild()
+
+    def rows(self) -> list[dict]:
+        return [
+            {"test_num": number, "kind": self.kind, "test_txt": test.name or None, "units": test.units,
+             "lo_limit": test.lo_limit, "hi_limit": test.hi_limit, "res_scal": test.res_scal,
+             "executions": int(self.executions[i])}
+            for i, (number, test) in enumerate(sorted(self.tests.items()))
+        ]  # fmt: skip
+
+
+FIRST_RECORD_COLUMNS = ("TEST_TXT", "OPT_FLAG", "LO_LIMIT", "HI_LIMIT", "UNITS", "RES_SCAL")
+
+
+class _Spill:
+    """Results waiting for their parts, in memory up to `limit` rows and beyond that on disk.
+
+    A file with few, huge parts (thousands of tests per die) can keep millions of results
+    waiting for a batch of PRRs; spilling them to Arrow IPC files keeps memory flat.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.memory: list[pa.Table] = []
+        self.in_memory = 0
+        self.files: list[Path] = []
+        self.folder: tempfile.TemporaryDirectory | None = None
+
+    def add(self, table: pa.Table) -> None:
+        self.memory.append(table)
+        self.in_memory += table.num_rows
+        if self.in_memory > self.limit:
+            self.folder = self.folder or tempfile.TemporaryDirectory(prefix="stdf-spill-")
+            path = Path(self.folder.name) / f"{len(self.files)}.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, self.memory[0].schema) as writer:
+                for chunk in self.memory:
+                    writer.write_table(chunk)
+            self.files.append(path)
+            self.memory, self.in_memory = [], 0
+
+    def drain(self) -> Iterator[pa.Table]:
+        """Everything waiting, oldest first, in chunks of bounded size; the spill is emptied."""
+        files, memory = self.files, self.memory
+        self.files, self.memory, self.in_memory = [], [], 0
+        for path in files:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            yield table
+            path.unlink()
+        if memory:
+            yield pa.concat_tables(memory) if len(memory) > 1 else memory[0]
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
+            self.folder = None
+
+
 class Normalizer:
     """Feed it (record type, batch) pairs in arrival order; results go to `emit` as they settle.
 
     `finish()` returns the parts, tests and bins tables and the file facts.
     """
 
-    def __init__(self, emit: Callable[[pa.Table], None], source_file: str) -> None:
+    def __init__(self, emit: Callable[[pa.Table], None], source_file: str, spill_rows: int = 1 << 20) -> None:
         self.emit = emit
         self.source_file = source_file
         self.counts: Counter[str] = Counter()
         self.parts = _Parts()
         self.raw: dict[str, list[pa.RecordBatch]] = {}
-        self.pending: list[pa.Table] = []
-        self.tests: dict[tuple[str, int], _Test] = {}
-        self.tsr_names: dict[int, str] = {}
+        self.raw_rows = 0
+        self.pending = _Spill(spill_rows)
+        self.settling: Iterator[None] | None = None  # a settle in progress, one chunk per step
+        self.catalogues: dict[str, _Catalogue] = {}
         self.small: dict[str, list[pa.RecordBatch]] = {}
         self.first_unknown: int | None = None
-        self.last_offset = 0
-        self.records_end = 0  # byte offset just past the last record
+        self.last_batch: dict[str, pa.RecordBatch] = {}
         self.results_written = 0
         self.results_dropped = 0
         self.site_mismatches = 0
@@ -315,12 +431,12 @@ class Normalizer:
     def feed(self, record_type: str, batch: pa.RecordBatch) -> None:
         self.counts[record_type] += batch.num_rows
         if batch.num_rows:
-            last = batch["byte_offset"][-1].as_py()
-            if last >= self.last_offset:
-                self.last_offset = last
-                self.records_end = last + 4 + batch["rec_len"][-1].as_py()
+            self.last_batch[record_type] = batch  # the file's last record is the last of one of these
         if record_type in RESULT_KINDS:
-            self.raw.setdefault(record_type, []).append(batch)  # decoded in bulk when they can settle
+            self.raw.setdefault(record_type, []).append(batch)  # decoded in bulk, see _decode_raw
+            self.raw_rows += batch.num_rows
+            if self.raw_rows >= RAW_ROWS:
+                self._decode_raw()
         elif record_type == "PIR":
             self.parts.add_pir(batch)
         elif record_type == "PRR":  # PRR batch k arrives after PIR batch k: results before it can settle
@@ -330,6 +446,8 @@ class Normalizer:
             self._unknown(batch)
         elif record_type in ("FAR", "MIR", "MRR", "WIR", "WRR", "HBR", "SBR", "TSR"):
             self.small.setdefault(record_type, []).append(batch)
+        if self.settling is not None and next(self.settling, StopIteration) is StopIteration:
+            self.settling = None
 
     def _unknown(self, batch: pa.RecordBatch) -> None:
         """Unknown subtypes of STDF's record types are skipped and counted.
@@ -350,21 +468,21 @@ class Normalizer:
     def _results(self, kind: str, batch: pa.Table) -> pa.Table:
         """One batch of PTR/FTR/MPR as result rows (MPR expanded per pin), plus position columns."""
         test_num = to_numpy(batch["TEST_NUM"], np.uint32)
-        self._catalogue(kind, batch, test_num)
+        self.catalogues.setdefault(kind, _Catalogue(kind)).update(batch, test_num)
         test_flg = flag_bytes(batch["TEST_FLG"])
         parm_flg = flag_bytes(batch["PARM_FLG"]) if kind != "FTR" else None
         failed, alarm, unreliable = decode_flags(test_flg, parm_flg)
+        # contiguous columns (the batches came in many small chunks): later steps touch them often
         columns = {
-            "seq": batch["sequence_number"],
-            "offset": batch["byte_offset"],
+            "seq": pa.array(to_numpy(batch["sequence_number"], np.uint64)),
+            "offset": pa.array(to_numpy(batch["byte_offset"], np.uint64)),
             "site": pa.array(site_key(batch["HEAD_NUM"], batch["SITE_NUM"])),
-            "kind": pa.DictionaryArray.from_arrays(
-                pa.array(np.full(batch.num_rows, RESULT_KINDS.index(kind), np.int8)), KIND_DICTIONARY
-            ),
+            "kind": pa.array(np.full(batch.num_rows, RESULT_KINDS.index(kind), np.int8)),
             "test_num": pa.array(test_num),
-            "test_txt": self._names(kind, test_num),
             "pin_index": pa.nulls(batch.num_rows, pa.int32()),
-            "result": batch["RESULT"] if kind == "PTR" else pa.nulls(batch.num_rows, pa.float32()),
+            "result": batch["RESULT"].combine_chunks()
+            if kind == "PTR"
+            else pa.nulls(batch.num_rows, pa.float32()),
             "failed": failed,
             "alarm": alarm,
             "unreliable": unreliable,
@@ -372,53 +490,67 @@ class Normalizer:
         table = pa.table(columns)
         return _expand_pins(table, batch) if kind == "MPR" else table
 
-    def _catalogue(self, kind: str, batch: pa.Table, test_num: np.ndarray) -> None:
-        """Record each test's defaults from its first record (STDF: later PTRs default to it)."""
-        unique, first = np.unique(test_num, return_index=True)
-        new = [
-            (int(t), int(i)) for t, i in zip(unique, first, strict=True) if (kind, int(t)) not in self.tests
-        ]
-        counts = np.bincount(np.searchsorted(unique, test_num), minlength=len(unique))
-        for t, i in new:
-            row = {
-                name: batch[name][i].as_py()
-                for name in ("TEST_TXT", "OPT_FLAG", "LO_LIMIT", "HI_LIMIT", "UNITS", "RES_SCAL")
-                if name in batch.schema.names
-            }
-            self.tests[(kind, t)] = _first_record_defaults(kind, row)
-        for t, c in zip(unique, counts, strict=True):
-            test = self.tests[(kind, int(t))]
-            test.executions += int(c)
-            if not test.name:
-                names = batch["TEST_TXT"].filter(
-                    pc.and_(pc.equal(batch["TEST_NUM"], int(t)), pc.not_equal(batch["TEST_TXT"], ""))
-                )
-                if len(names):
-                    test.name = names[0].as_py()
-
-    def _names(self, kind: str, test_num: np.ndarray) -> pa.DictionaryArray:
-        """Each result's test name, from the catalogue (real testers give a number one name).
-
-        A dictionary column: cheap to build and to write, however many millions of rows.
-        """
-        numbers = np.array(sorted(t for (k, t) in self.tests if k == kind), np.uint32)
-        names = pa.array([self.tests[(kind, int(t))].name or None for t in numbers], pa.string())
-        return pa.DictionaryArray.from_arrays(
-            pa.array(np.searchsorted(numbers, test_num).astype(np.int32)), names
-        )
-
     # settling results into parts ---------------------------------------------------------------
 
-    def _settle(self, final: bool) -> None:
-        """Emit every pending result whose part is known; keep the rest waiting."""
+    @property
+    def records_end(self) -> int:
+        """Byte offset just past the last record read."""
+        ends = [b["byte_offset"][-1].as_py() + 4 + b["rec_len"][-1].as_py() for b in self.last_batch.values()]
+        return max(ends, default=0)
+
+    def _decode_raw(self) -> None:
         for kind, batches in self.raw.items():
             if batches:
-                self.pending.append(self._results(kind, pa.Table.from_batches(batches).combine_chunks()))
-        self.raw = {}
-        if not self.pending:
-            return
-        table = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.pending = []
+                self.pending.add(self._results(kind, pa.Table.from_batches(batches)))
+        self.raw, self.raw_rows = {}, 0
+
+    def _settle(self, final: bool) -> None:
+        """Emit every pending result whose part is known; keep the rest waiting.
+
+        Midway the work is done one chunk per incoming batch (see `feed`), so the parser's
+        queue keeps draining; at the end it is done at once.
+        """
+        self._finish_settling()
+        self._decode_raw()
+        self.settling = self._settle_steps(final)
+        if final:
+            self._finish_settling()
+
+    def _settle_steps(self, final: bool) -> Iterator[None]:
+        waiting = []
+        for table in self.pending.drain():
+            if (rest := self._settle_table(table, final)) is not None:
+                waiting.append(rest)
+            yield
+        for rest in waiting:
+            self.pending.add(rest)
+
+    def _finish_settling(self) -> None:
+        for _ in self.settling or ():
+            pass
+        self.settling = None
+
+    def _emit(self, settled: pa.Table, part: np.ndarray) -> None:
+        """Settled results in the output layout: part index first, kind and test name as
+        dictionary columns (names from the catalogues, which know every test by now)."""
+        kind = to_numpy(settled["kind"], np.int8)
+        test_num = to_numpy(settled["test_num"], np.uint32)
+        names, indices, base = [], np.zeros(len(kind), np.int32), 0
+        for code, catalogue in ((RESULT_KINDS.index(k), c) for k, c in self.catalogues.items()):
+            rows = kind == code
+            indices[rows] = base + np.searchsorted(catalogue.numbers, test_num[rows])
+            names.append(catalogue.names)
+            base += len(catalogue.numbers)
+        dictionary = pa.concat_arrays(names) if names else pa.array([], pa.string())
+        out = settled.drop_columns(["seq", "offset", "site", "kind"])
+        out = out.add_column(0, "part_index", pa.array(part.astype(np.int32)))
+        out = out.add_column(1, "kind", pa.DictionaryArray.from_arrays(pa.array(kind), KIND_DICTIONARY))
+        out = out.add_column(3, "test_txt", pa.DictionaryArray.from_arrays(pa.array(indices), dictionary))
+        self.results_written += out.num_rows
+        self.emit(out.cast(RESULTS_SCHEMA))
+
+    def _settle_table(self, table: pa.Table, final: bool) -> pa.Table | None:
+        """Emit the rows of `table` whose part is known; return the others (or None)."""
         seq = to_numpy(table["seq"], np.uint64)
         where = self.parts.place(to_numpy(table["site"], np.uint64), seq)
         if final:
@@ -436,24 +568,27 @@ class Normalizer:
         keep = ready & (where.closed_at < np.inf)
         self.results_dropped += int((ready & ~keep).sum())  # only at the end: the part never closed
         self.site_mismatches += int((keep & where.by_fallback).sum())
-        if keep.any():
-            settled = table.filter(pa.array(keep)).drop_columns(["seq", "offset", "site"])
-            out = settled.add_column(0, "part_index", pa.array(where.part[keep].astype(np.int32)))
-            self.results_written += out.num_rows
-            self.emit(out.cast(RESULTS_SCHEMA))
-        if not ready.all():
-            self.pending = [table.filter(pa.array(~ready))]
+        if keep.all():
+            self._emit(table, where.part)
+        elif keep.any():
+            self._emit(table.filter(pa.array(keep)), where.part[keep])
+        return None if ready.all() else table.filter(pa.array(~ready))
 
     # the end ---------------------------------------------------------------------------------
 
     def finish(self) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
         self._settle(final=True)
+        self.close()
         parts, open_parts = self._parts_table()
         facts = self._file_facts()
         facts["open_parts_dropped"] = open_parts
         facts["results_dropped"] = self.results_dropped
         facts["head_site_mismatches"] = self.site_mismatches
         return parts, self._tests_table(), self._bins_table(), facts
+
+    def close(self) -> None:
+        """Remove spilled results (also after a failure)."""
+        self.pending.close()
 
     def _table(self, record_type: str) -> pa.Table | None:
         batches = self.small.get(record_type)
@@ -476,7 +611,7 @@ class Normalizer:
             dup = _first_duplicate(part_index)
             raise StructureError("two PRRs close the same part", _offset(prr, dup))
         self.site_mismatches += int(where.by_fallback.sum())
-        pir_seq = np.concatenate(self.parts.pir_seq)[part_index]
+        pir_seq = self.parts.all_pir[part_index]
         x = to_numpy(prr["X_COORD"], np.int16, NO_COORD)
         y = to_numpy(prr["Y_COORD"], np.int16, NO_COORD)
         part_flg = flag_bytes(prr["PART_FLG"])
@@ -530,18 +665,10 @@ class Normalizer:
 
     def _tests_table(self) -> pa.Table:
         rows = [
-            {
-                "test_num": number,
-                "kind": kind,
-                "test_txt": test.name or self.tsr_name(number) or None,
-                "units": test.units,
-                "lo_limit": test.lo_limit,
-                "hi_limit": test.hi_limit,
-                "res_scal": test.res_scal,
-                "executions": test.executions,
-            }
-            for (kind, number), test in self.tests.items()
+            row for kind in RESULT_KINDS if kind in self.catalogues for row in self.catalogues[kind].rows()
         ]
+        for row in rows:
+            row["test_txt"] = row["test_txt"] or self.tsr_name(row["test_num"]) or None
         rows.sort(key=lambda row: (row["test_num"], RESULT_KINDS.index(row["kind"])))
         return pa.Table.from_pylist(rows, schema=TESTS_SCHEMA)
 
@@ -576,7 +703,7 @@ class Normalizer:
     def _file_facts(self) -> dict:
         mir = self._table("MIR")
         if mir is None:
-            raise StructureError("no MIR record: the file has no lot information", self.last_offset)
+            raise StructureError("no MIR record: the file has no lot information", self.records_end)
         m = mir.to_pylist()[0]
         mrr = self._table("MRR")
         wir = self._table("WIR")

@@ -1,0 +1,78 @@
+"""ConvertFile under Luigi: content-addressed outputs, idempotent reruns, version bumps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+import luigi.configuration
+import pytest
+
+from jobs.simulate import main as simulate
+from jobs.tasks import ConvertFile, ConvertLandingDay, content_sha256, landed_files
+
+DAY = "2026-11-18"
+
+
+@pytest.fixture()
+def root(tmp_path: Path):
+    """A small simulated floor, and luigi.cfg's [paths] root pointed at it for the test."""
+    config = luigi.configuration.get_config()
+    saved = {s: dict(config.items(s)) if config.has_section(s) else None for s in ("paths", "versions")}
+    config.set("paths", "root", str(tmp_path))
+    args = ["--root", str(tmp_path), "--start", DAY, "--days", "1", "--fabs", "fab1", "--lots", "1"]
+    assert simulate([*args, "--wafers", "2", "--faults", f"duplicated:fab1:{DAY}", "--quiet"]) == 0
+    yield tmp_path
+    for section, values in saved.items():
+        config.remove_section(section)
+        if values is not None:
+            config.add_section(section)
+            for key, value in values.items():
+                config.set(section, key, value)
+
+
+def build(*tasks: luigi.Task) -> bool:
+    return luigi.build(list(tasks), local_scheduler=True, workers=1, log_level="WARNING")
+
+
+def day_files(root: Path) -> list[Path]:
+    return landed_files(root / "landing" / "fab1" / DAY)
+
+
+def test_a_day_converts_once_per_content(root: Path) -> None:
+    assert build(ConvertLandingDay(date=luigi.DateParameter().parse(DAY)))
+    files = day_files(root)
+    outputs = {Path(ConvertFile(path=str(f)).output().path).parent for f in files}
+    assert len(outputs) == len(files) - 1  # the duplicated file shares its twin's conversion
+    for folder in outputs:
+        assert folder.parent == root / "converted" / "v1"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "bins.parquet", "manifest.json", "parts.parquet", "results.parquet", "tests.parquet"
+        ]  # fmt: skip
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["task"] == "ConvertFile" and manifest["stage_version"] == 1
+        assert manifest["input"]["sha256"] == folder.name
+
+
+def test_rerun_is_a_no_op_and_a_version_bump_recomputes(root: Path) -> None:
+    task = ConvertFile(path=str(day_files(root)[0]))
+    assert build(task)
+    first = Path(task.output().path)
+    stamp = first.stat().st_mtime_ns
+    assert build(ConvertFile(path=str(day_files(root)[0])))
+    assert first.stat().st_mtime_ns == stamp  # complete: not run again
+    luigi.configuration.get_config().set("versions", "convert", "2")
+    bumped = ConvertFile(path=str(day_files(root)[0]))
+    assert not bumped.complete() and Path(bumped.output().path).parent.parent.name == "v2"
+    assert build(bumped) and bumped.complete() and first.exists()
+
+
+def test_content_hash_is_cached_and_follows_changes(root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "some.stdf"
+    path.write_bytes(b"one")
+    first = content_sha256(path)
+    assert content_sha256(path) == first
+    path.write_bytes(b"two!")
+    assert content_sha256(path) != first
+    assert (root / "cache" / "sha256.sqlite").exists()
