@@ -35,18 +35,34 @@ for _, batch in stdf_convert.batches(sys.argv[1]):
 print(time.perf_counter() - start, records)
 """
 
+# Runs a command's module and reports its peak RSS (VmHWM) on exit. ru_maxrss from wait4 would
+# not do: Linux carries the high-water mark across fork and exec, so every child would report
+# at least this benchmark's own peak.
+PEAK_RSS = """
+import atexit, runpy, sys
+def report():
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    print(f"peak-rss-kb {kb}", file=sys.stderr)
+atexit.register(report)
+if sys.argv[1] == "-c":
+    sys.argv = sys.argv[2:]
+    exec(compile(sys.argv[0], "<bench>", "exec"), {"__name__": "__main__"})
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
 
 def _run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Run a command; return its wall seconds, its peak RSS in MB and its stdout."""
+    """Run `python -m MODULE ARGS` or `python -c CODE ARGS`; return wall seconds, peak RSS (MB), stdout."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    out, err = process.stdout.read(), process.stderr.read()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {err.strip()}")
-    return seconds, usage.ru_maxrss / 1024, out
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+    kb = int(done.stderr.rsplit("peak-rss-kb", 1)[1].split()[0])
+    return seconds, kb / 1024, done.stdout
 
 
 def _stream_bytes(path: Path) -> int:
@@ -63,7 +79,7 @@ def measure_file(path: Path, engines: list[str], workdir: Path) -> dict:
     """Raw stdf-convert parse vs our engines (whole `python -m jobs.stdf convert` command)."""
     mb = _stream_bytes(path) / 1e6
     figures: dict = {"file": path.name, "bytes_on_disk": path.stat().st_size, "stream_mb": round(mb, 1)}
-    wall, rss, out = _run_measured([sys.executable, "-c", RAW_PARSE, str(path)])
+    wall, rss, out = _run_measured(["-c", RAW_PARSE, str(path)])
     parse_seconds = float(out.split()[0])
     figures["stdf_convert_raw"] = {
         "seconds": round(parse_seconds, 3),
@@ -73,7 +89,17 @@ def measure_file(path: Path, engines: list[str], workdir: Path) -> dict:
     }
     for engine in engines:
         outdir = workdir / f"{path.name}.{engine}"
-        command = [sys.executable, "-m", "jobs.stdf", "convert", str(path), str(outdir), "--quiet"]
+        command = [
+            "jobs.stdf",
+            "convert",
+            str(path),
+            str(outdir),
+            "--quiet",
+            "--batch-size",
+            "0",
+            "--compression",
+            "zstd",
+        ]
         wall, rss, _ = _run_measured([*command, "--engine", engine])
         manifest = json.loads((outdir / "manifest.json").read_text())
         figures[engine] = {

@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--engine", choices=ENGINES, default=None, help="default: [stdf] engine in luigi.cfg"
     )
-    convert.add_argument("--batch-size", type=int, default=None, help="records per Arrow batch")
+    convert.add_argument(
+        "--batch-size", type=int, default=None, help="records per Arrow batch (0: chosen per file)"
+    )
     convert.add_argument("--compression", default=None, help="Parquet compression (default: luigi.cfg)")
     convert.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return parser
@@ -28,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> tuple[str, int, str]:
     """Command-line values, else luigi.cfg's [stdf] section (imported only when needed: luigi is slow)."""
-    if args.engine and args.batch_size and args.compression:
+    if args.engine and args.batch_size is not None and args.compression:
         return args.engine, args.batch_size, args.compression
     from ..config import stdf
 

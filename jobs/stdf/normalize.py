@@ -3,8 +3,9 @@
 Results (PTR, FTR, MPR) are the bulk of a file. Each belongs to the part that is open on its
 head and site: the latest PIR before it, closed by the next PRR. Batches of each record type
 arrive separately, so a result can only be placed once the PIRs before it and the PRR after it
-have arrived; until then it waits in `pending`. That keeps memory to about one batch of parts'
-results, whatever the file size, while the parser runs ahead on its own thread.
+have arrived; until then it waits in `pending`, in memory up to a limit and on disk beyond it
+(files with few parts of thousands of tests each keep many results waiting). Memory stays flat
+whatever the file size, while the parser runs ahead on its own thread.
 
 Parts, bins, tests and file facts are small (one row per die at most) and are built at the end.
 """
