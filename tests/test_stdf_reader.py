@@ -5,9 +5,11 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import os
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -270,3 +272,17 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path: Path, content: bytes) -
 def test_cli_missing_file(tmp_path: Path) -> None:
     done = run_cli("convert", str(tmp_path / "nope.stdf"), str(tmp_path / "out"))
     assert done.returncode == 1 and "no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_conversion_replaces_output_and_clears_abandoned_work(shared_stdf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "metis"
+    abandoned = tmp_path / ".metis.tmp-killed"  # what a killed conversion leaves behind
+    abandoned.mkdir()
+    (abandoned / "results.parquet").write_bytes(b"half")
+    old = time.time() - 7 * 3600
+    os.utime(abandoned, (old, old))
+    convert_stdf(shared_stdf / "metis_d10_2site.std", out)
+    first = json.loads((out / "manifest.json").read_text())
+    convert_stdf(shared_stdf / "metis_d10_2site.std", out)  # a rerun replaces the folder whole
+    assert json.loads((out / "manifest.json").read_text())["rows"] == first["rows"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metis"]

@@ -279,6 +279,7 @@ def convert_stdf(
     if not path.is_file():
         raise StdfReadError(path, "no such file")
     outdir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work(outdir)
     work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
     sink = _ParquetSink(work / "results.parquet", compression)
     try:
@@ -312,6 +313,16 @@ def convert_stdf(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+STALE_WORK_SECONDS = 6 * 3600  # no conversion takes this long: an older work folder was abandoned
+
+
+def _remove_stale_work(outdir: Path) -> None:
+    """Remove work folders that killed conversions of `outdir` left behind."""
+    for old in outdir.parent.glob(f".{outdir.name}.tmp-*"):
+        if time.time() - old.stat().st_mtime > STALE_WORK_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _replace_dir(new: Path, target: Path) -> None:
