@@ -13,6 +13,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -255,6 +256,8 @@ def test_cli_converts_and_writes_manifest(shared_stdf: Path, tmp_path: Path) -> 
     assert manifest["engine"] == "arrow" and len(manifest["input"]["sha256"]) == 64
     assert manifest["input"]["bytes"] == (shared_stdf / "lot2.stdf.gz").stat().st_size
     assert manifest["record_counts"]["PTR"] == 52403 and manifest["seconds"] > 0
+    results = pd.read_parquet(out / "results.parquet")  # what an analyst does first
+    assert len(results) == 52403 and results["test_txt"].notna().all()
 
 
 @pytest.mark.parametrize("content", [b"", b"junk" * 100])
@@ -286,3 +289,65 @@ def test_conversion_replaces_output_and_clears_abandoned_work(shared_stdf: Path,
     convert_stdf(shared_stdf / "metis_d10_2site.std", out)  # a rerun replaces the folder whole
     assert json.loads((out / "manifest.json").read_text())["rows"] == first["rows"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metis"]
+
+
+# --- written by our writer, read by both engines ------------------------------------------------
+
+
+FIRST_PTR_FIELDS = dict(TEST_TXT="VDD_LEAK", ALARM_ID="", OPT_FLAG=0x02, RES_SCAL=0, LLM_SCAL=0, HLM_SCAL=0,
+                        LO_LIMIT=-1.0, HI_LIMIT=2.0, UNITS="uA")  # fmt: skip
+
+
+# pystdf 1.4 fails on an FTR cut before its array counts, so the FTR goes up to PGM_ICNT
+FTR_COUNTS = dict(OPT_FLAG=0xFF, CYCL_CNT=0, REL_VADR=0, REPT_CNT=0, NUM_FAIL=0, XFAIL_AD=0, YFAIL_AD=0,
+                  VECT_OFF=0, RTN_ICNT=0, PGM_ICNT=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+def test_writer_round_trip_through_both_engines(tmp_path: Path, byte_order: str) -> None:
+    """Two sites, a first PTR with limits and short ones after it, an FTR, a retest.
+
+    (No MPR: pystdf 1.4 cannot read its nibble arrays; the V4-2007 file covers MPR pins.)
+    """
+    from jobs.stdf.writer import StdfWriter
+
+    path = tmp_path / "written.stdf.gz"
+    with StdfWriter(path, byte_order) as w:
+        w.write("MIR", SETUP_T=1_700_000_000, START_T=1_700_000_100, STAT_NUM=1, LOT_ID="LOTA",
+                PART_TYP="P", NODE_NAM="node1", TSTR_TYP="93K", JOB_NAM="job", JOB_REV="7")  # fmt: skip
+        w.write("WIR", HEAD_NUM=1, SITE_GRP=255, START_T=1_700_000_100, WAFER_ID="05")
+        for touchdown, (x, y) in enumerate([(3, 4), (3, 4)]):  # the same die twice: a retest
+            for site in (0, 1):
+                w.write("PIR", HEAD_NUM=1, SITE_NUM=site)
+            for site in (0, 1):
+                first = touchdown == 0 and site == 0
+                limits = FIRST_PTR_FIELDS if first else {}
+                w.write("PTR", TEST_NUM=100, HEAD_NUM=1, SITE_NUM=site, TEST_FLG=0x80 if site else 0,
+                        PARM_FLG=0, RESULT=0.5 + site, **limits)  # fmt: skip
+                w.write("FTR", TEST_NUM=200, HEAD_NUM=1, SITE_NUM=site, TEST_FLG=0, **FTR_COUNTS)
+            for site in (0, 1):
+                w.write("PRR", HEAD_NUM=1, SITE_NUM=site, PART_FLG=0x08 if site else 0, NUM_TEST=3,
+                        HARD_BIN=2 if site else 1, SOFT_BIN=20 if site else 1, X_COORD=x + site,
+                        Y_COORD=y, TEST_T=120, PART_ID=f"{touchdown}{site}")  # fmt: skip
+        w.write("WRR", HEAD_NUM=1, SITE_GRP=255, FINISH_T=1_700_000_900, PART_CNT=4, WAFER_ID="05")
+        w.write("HBR", HEAD_NUM=255, SITE_NUM=255, HBIN_NUM=1, HBIN_CNT=2, HBIN_PF="P", HBIN_NAM="PASS")
+        w.write("HBR", HEAD_NUM=255, SITE_NUM=255, HBIN_NUM=2, HBIN_CNT=2, HBIN_PF="F", HBIN_NAM="LEAK")
+        w.write("MRR", FINISH_T=1_700_001_000)
+
+    arrow, reference = read_stdf(path, engine="arrow"), read_stdf(path, engine="pystdf")
+    for table in TABLES:
+        assert canonical(getattr(arrow, table)).equals(canonical(getattr(reference, table))), table
+    parts = arrow.parts.to_pylist()
+    assert [(p["site_num"], p["x_coord"], p["passed"], p["retest"]) for p in parts] == [
+        (0, 3, True, 0), (1, 4, False, 0), (0, 3, True, 1), (1, 4, False, 1)
+    ]  # fmt: skip
+    assert {p["wafer_id"] for p in parts} == {"05"} and {p["lot_id"] for p in parts} == {"LOTA"}
+    tests = {t["test_num"]: t for t in arrow.tests.to_pylist()}
+    assert (tests[100]["lo_limit"], tests[100]["hi_limit"], tests[100]["units"]) == (-1.0, 2.0, "uA")
+    assert tests[100]["executions"] == 4 and tests[200]["units"] is None
+    results = arrow.results.to_pandas()
+    ptr = results[results["kind"] == "PTR"]
+    assert (ptr["test_txt"] == "VDD_LEAK").all()  # short PTRs take the first one's name
+    assert ptr.groupby("part_index")["failed"].first().tolist() == [False, True, False, True]
+    assert ptr["result"].tolist() == [0.5, 1.5, 0.5, 1.5]
+    assert arrow.file["start_time_utc"] == "2023-11-14T22:15:00Z" and arrow.file["wafers"] == ["05"]

@@ -39,7 +39,7 @@ __all__ = ["ENGINES", "TABLES", "StdfReadError", "StdfTables", "convert_stdf", "
 
 TABLES = ("parts", "results", "tests", "bins")
 DEFAULT_BATCH_SIZE = 0  # 0: chosen per file by auto_batch_size()
-PENDING_RESULTS = 1 << 19  # results held back at most while their parts are still open, roughly
+PENDING_RESULTS = 1 << 19  # target number of results per batch of parts (see auto_batch_size)
 
 
 def auto_batch_size(path: Path, order: str) -> int:

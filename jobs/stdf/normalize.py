@@ -332,7 +332,9 @@ class _Catalogue:
         old = dict(zip(self.numbers.tolist(), self.executions.tolist(), strict=True))
         self.numbers = np.array(sorted(self.tests), np.uint32)
         self.executions = np.array([old.get(n, 0) for n in self.numbers.tolist()], np.int64)
-        self.names = pa.array([self.tests[n].name or None for n in self.numbers.tolist()], pa.string())
+        # no nulls inside a dictionary (pandas cannot make categories of them): a test without
+        # a name gets "" here and a null index in the results
+        self.names = pa.array([self.tests[n].name for n in self.numbers.tolist()], pa.string())
 
     def _find_names(self, batch: pa.Table, test_num: np.ndarray) -> None:
         """A test whose first record had no TEST_TXT takes the first name a later record gives."""
@@ -543,10 +545,14 @@ class Normalizer:
             names.append(catalogue.names)
             base += len(catalogue.numbers)
         dictionary = pa.concat_arrays(names) if names else pa.array([], pa.string())
+        nameless = (
+            pc.equal(dictionary, "").to_numpy(zero_copy_only=False)[indices] if len(dictionary) else None
+        )
         out = settled.drop_columns(["seq", "offset", "site", "kind"])
         out = out.add_column(0, "part_index", pa.array(part.astype(np.int32)))
         out = out.add_column(1, "kind", pa.DictionaryArray.from_arrays(pa.array(kind), KIND_DICTIONARY))
-        out = out.add_column(3, "test_txt", pa.DictionaryArray.from_arrays(pa.array(indices), dictionary))
+        indices = pa.array(indices, mask=nameless)
+        out = out.add_column(3, "test_txt", pa.DictionaryArray.from_arrays(indices, dictionary))
         self.results_written += out.num_rows
         self.emit(out.cast(RESULTS_SCHEMA))
 
