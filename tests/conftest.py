@@ -29,6 +29,30 @@ def lot2_bytes(shared_stdf: Path) -> bytes:
 SORT_KEYS = ("part_index", "kind", "test_num", "pin_index", "bin_type", "head_num", "site_num", "bin_num")
 
 
+def read_pystdf(path: Path) -> list[tuple[str, dict]]:
+    """Every record plain pystdf 1.4 reads from a file, as (record type, fields)."""
+    from pystdf.IO import Parser
+
+    from jobs.stdf.source import open_stream
+
+    records: list[tuple[str, dict]] = []
+
+    class Sink:
+        def before_begin(self, source: object) -> None: ...
+        def before_complete(self, source: object) -> None: ...
+        def before_cancel(self, source: object, exc: object) -> None: ...
+
+        def before_send(self, source: object, data: tuple) -> None:
+            kind, fields = data
+            records.append((type(kind).__name__.upper(), dict(zip(kind.fieldNames, fields, strict=True))))
+
+    with open_stream(path) as stream:
+        parser = Parser(inp=stream)
+        parser.addSink(Sink())
+        parser.parse()
+    return records
+
+
 def canonical(table):
     """A table with dictionary columns decoded and rows in a fixed order, for comparing engines.
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import stdf_convert
-from pystdf.IO import Parser
+from conftest import read_pystdf
 from sklearn.metrics import roc_auc_score
 
 from jobs import simulate
@@ -30,25 +30,6 @@ FAULTS = ",".join(
         "localtime:fab2:2026-11-17..2026-11-30",
     ]
 )
-
-
-def read_pystdf(path: Path) -> list[tuple[str, dict]]:
-    records: list[tuple[str, dict]] = []
-
-    class Sink:
-        def before_begin(self, source: object) -> None: ...
-        def before_complete(self, source: object) -> None: ...
-        def before_cancel(self, source: object, exc: object) -> None: ...
-
-        def before_send(self, source: object, data: tuple) -> None:
-            kind, values = data
-            records.append((type(kind).__name__.upper(), dict(zip(kind.fieldNames, values, strict=True))))
-
-    with gzip.open(path, "rb") as stream:
-        parser = Parser(inp=stream)
-        parser.addSink(Sink())
-        parser.parse()
-    return records
 
 
 def run(root: Path, *args: str) -> Path:

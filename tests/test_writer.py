@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bz2
 import gzip
 import struct
 from pathlib import Path
@@ -11,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 import stdf_convert
+from conftest import read_pystdf
 from pystdf import V4
-from pystdf.IO import Parser
 
 from jobs.stdf.records import ARRAY_COUNTS, KNOWN_RECORD_TYPES, LAYOUTS, RECORD_CODES
 from jobs.stdf.writer import (
@@ -125,26 +124,6 @@ def canonical_item(stdf_type: str, value: Any) -> Any:
             return value["bit_count"], value["bit_data"]
         return value if isinstance(value, tuple) else (8 * len(value), bytes(value))
     return value
-
-
-def read_pystdf(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    records = []
-
-    class Sink:
-        def before_begin(self, source: object) -> None: ...
-        def before_complete(self, source: object) -> None: ...
-        def before_cancel(self, source: object, exc: object) -> None: ...
-
-        def before_send(self, source: object, data: tuple) -> None:
-            kind, fields = data
-            records.append((type(kind).__name__.upper(), dict(zip(kind.fieldNames, fields, strict=True))))
-
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
-    with opener(path, "rb") as stream:
-        parser = Parser(inp=stream)
-        parser.addSink(Sink())
-        parser.parse()
-    return records
 
 
 def read_convert(path: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .records import KNOWN_RECORD_TYPES
 from .source import StdfReadError, compression_of, open_stream, sniff_byte_order
 
 Batch = tuple[str, pa.RecordBatch]
@@ -252,8 +253,10 @@ def _make_parser(stream, collector: _Collector):
             self.last_offset = self.inp.tell() - 4
             self.last_len = header.len
             key = (header.typ, header.sub)
-            if key not in by_type:
-                collector.add("UNKNOWN", self.last_offset, header.len, _unknown_values(header))
+            if key not in by_type:  # pystdf skips it: count it under the name stdf-convert gives it
+                name = KNOWN_RECORD_TYPES.get(key, "UNKNOWN")
+                values = (header.typ, header.sub) if name == "UNKNOWN" else ()
+                collector.add(name, self.last_offset, header.len, values)
 
         def send(self, data) -> None:
             record_type, fields = data
@@ -267,10 +270,6 @@ def _make_parser(stream, collector: _Collector):
             self.incomplete_tail = end < self.last_offset + 4 + self.last_len
 
     return OffsetParser()
-
-
-def _unknown_values(header) -> tuple:
-    return (header.typ, header.sub)
 
 
 def _values(name: str, field_names: list[str], fields: list) -> tuple:

@@ -23,9 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .records import KNOWN_RECORD_TYPES
+
 RESULT_KINDS = ("PTR", "FTR", "MPR")
 RAW_ROWS = 1 << 18  # raw result records decoded together (amortizes per-call overhead)
-STDF_RECORD_TYPES = (0, 1, 2, 3, 5, 10, 15, 20, 50, 180, 181)  # REC_TYP codes of V4 and V4-2007
+# REC_TYP codes of V4 and V4-2007, and 180/181, which the spec reserves for testers' own records
+STDF_RECORD_TYPES = tuple(sorted({typ for typ, _ in KNOWN_RECORD_TYPES} | {180, 181}))
 NO_COORD = -32768
 NO_BIN = 65535
 
