@@ -82,6 +82,7 @@ class ConvertFile(luigi.Task):
             batch_size=settings.batch_size,
             compression=settings.compression,
             progress=self._progress_reporter(),
+            sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
             lineage={
                 "task": self.task_family,
                 "params": self.to_str_params(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def test_a_day_converts_once_per_content(root: Path) -> None:
     assert build(ConvertLandingDay(date=luigi.DateParameter().parse(DAY)))
     files = day_files(root)
     outputs = {Path(ConvertFile(path=str(f)).output().path).parent for f in files}
+    assert {hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == {o.name for o in outputs}
     assert len(outputs) == len(files) - 1  # the duplicated file shares its twin's conversion
     for folder in outputs:
         assert folder.parent == root / "converted" / "v1"

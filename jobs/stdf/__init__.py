@@ -264,11 +264,13 @@ def convert_stdf(
     compression: str = "zstd",
     progress: Callable[[int], None] | None = None,
     lineage: dict | None = None,
+    sha256: str | None = None,
 ) -> dict:
     """Convert one STDF file into OUTDIR/{parts,results,tests,bins}.parquet + manifest.json.
 
     OUTDIR appears whole or not at all: everything is written to a temporary sibling folder
-    that is renamed into place at the end (an existing OUTDIR is replaced).
+    that is renamed into place at the end (an existing OUTDIR is replaced). A caller that has
+    already hashed the input passes `sha256`; otherwise it is hashed while the file is parsed.
     """
     import pyarrow.parquet as pq
 
@@ -283,7 +285,7 @@ def convert_stdf(
     work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
     sink = _ParquetSink(work / "results.parquet", compression)
     try:
-        sha256 = _sha256_in_background(path)
+        digest = (lambda: sha256) if sha256 else _sha256_in_background(path)  # known: not hashed again
         try:
             parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset, progress)
         except BaseException:
@@ -295,7 +297,7 @@ def convert_stdf(
             pq.write_table(table, work / f"{name}.parquet", compression=compression)
             rows[name] = table.num_rows
         manifest = {
-            "input": {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256()},
+            "input": {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest()},
             "engine": engine,
             "rows": rows,
             "record_counts": facts.pop("record_counts"),

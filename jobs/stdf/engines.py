@@ -124,7 +124,7 @@ SUFFIX = {"gzip": ".gz", "bzip2": ".bz2", "zip": ".zip", "none": ".stdf"}
 def _named_by_content(path: Path) -> Iterator[Path]:
     """`path`, or a symlink to it whose suffix matches its content (stdf-convert goes by name)."""
     kind = compression_of(path)
-    by_name = {".gz": "gzip", ".bz2": "bzip2", ".zip": "zip"}.get(path.suffix.lower(), "none")
+    by_name = {suffix: name for name, suffix in SUFFIX.items()}.get(path.suffix.lower(), "none")
     if kind == by_name:
         yield path
         return

@@ -677,17 +677,22 @@ class Normalizer:
         rows = [
             row for kind in RESULT_KINDS if kind in self.catalogues for row in self.catalogues[kind].rows()
         ]
+        tsr_names = self._tsr_names()
         for row in rows:
-            row["test_txt"] = row["test_txt"] or self.tsr_name(row["test_num"]) or None
+            row["test_txt"] = row["test_txt"] or tsr_names.get(row["test_num"]) or None
         rows.sort(key=lambda row: (row["test_num"], RESULT_KINDS.index(row["kind"])))
         return pa.Table.from_pylist(rows, schema=TESTS_SCHEMA)
 
-    def tsr_name(self, test_num: int) -> str:
+    def _tsr_names(self) -> dict[int, str]:
+        """Test names from the TSRs (the first non-empty one per number), for tests whose records
+        carry none."""
         tsr = self._table("TSR")
-        if tsr is None:
-            return ""
-        names = tsr.filter(pc.and_(pc.equal(tsr["TEST_NUM"], test_num), pc.not_equal(tsr["TEST_NAM"], "")))
-        return names["TEST_NAM"][0].as_py() if names.num_rows else ""
+        names: dict[int, str] = {}
+        if tsr is not None:
+            for number, name in zip(tsr["TEST_NUM"].to_pylist(), tsr["TEST_NAM"].to_pylist(), strict=True):
+                if name:
+                    names.setdefault(number, name)
+        return names
 
     def _bins_table(self) -> pa.Table:
         tables = []
