@@ -1,0 +1,315 @@
+"""Features of the daily yield model, from converted wafer-sort and final-test files. No Luigi here.
+
+    combine_conversions(folders)          -> parts, results of one fab-day (part_key across files)
+    final_dies(parts)                     -> one row per die: its last test
+    build_features(parts, results, fab=)  -> one row per die: identifiers, WS outcome, features
+    final_test_labels(ft_parts)           -> (labels, unparsed): ft_failed per die named in PART_TXT
+    join_labels(features, labels)         -> features + ft_failed (nullable: no label yet)
+
+Features (all computed within one fab-day, so a day's rows never depend on other days):
+
+- ``p_<test>``: every PTR of the die's final test, robustly scaled per test over the fab-day's
+  dies, (x - median) / (1.4826 MAD), clipped to ±CLIP; NaN where the die never ran the test (the
+  flow stops at the first failure). MPRs and FTRs are left out: an FTR is pass/fail, which the
+  bins already say, and MPR pins would need a per-pin naming scheme nobody consumes yet.
+- ``raw_<test>``: the same results unscaled (float32, the test's units). Scaling per fab-day
+  erases the day's level (fab offset, drift, the lot), and that level moves final-test failure
+  as much as the die's place in the day does: the model reads the raw values of the tests that
+  select_tests picks from the ``p_`` columns (see jobs/model.py).
+- spatial (``SPATIAL_FEATURES``): radius from the wafer centre (0, 0) in die pitches; the
+  wafer's radius estimated from its die map; edge distance; ``ring_zone`` 0..3 (equal-area
+  rings: zone = floor(4 (r/R)^2)); failing dies among the 8 neighbours (count and share of the
+  neighbours present) and the failing share in the 5x5 window, a steadier estimate of the local
+  defect density than 8 dies.
+- wafer (``WAFER_FEATURES``): wafer-sort yield and mean test time of the wafer's dies.
+
+"Failing" always means the die's final wafer-sort status (after retest).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .simulate import parse_ft_part_txt
+from .stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
+
+FEATURE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
+WAFER_KEY = ["lot_id", "wafer_id"]
+TEST_PREFIX = "p_"
+RAW_PREFIX = "raw_"
+SPATIAL_FEATURES = [
+    "radius",
+    "edge_distance",
+    "ring_zone",
+    "failing_neighbours",
+    "neighbour_fail_share",
+    "local_fail_share",
+]
+WAFER_FEATURES = ["wafer_ws_yield", "wafer_mean_test_time_ms"]
+CLIP = 15.0  # robust z beyond this is an outlier whatever its size; keeps imputation and scaling sane
+MAD_SIGMA = 1.4826  # MAD -> sigma for normal data
+IQR_SIGMA = 1.349  # IQR -> sigma for normal data
+RESULT_COLUMNS = ["kind", "test_num", "test_txt", "pin_index", "result", "failed", "alarm", "unreliable"]
+# Die keys pack (wafer, x, y) into one int64: x and y are int16, shifted to be non-negative.
+_SPAN = 1 << 17
+_SHIFT = 1 << 16
+# Regular PART_TXT of final test; anything else goes through parse_ft_part_txt one by one.
+_FT_TXT = r"^lot=([^;=]+);wafer=([^;=]+);x=(-?\d{1,6});y=(-?\d{1,6})$"
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def combine_conversions(folders: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Parts and results of several converted files, with a `part_key` unique across them.
+
+    `part_key` (int64) replaces `part_index`: the folder's offset (parts read so far) plus the
+    part's index, so keys follow the order of `folders`. Parts gain `source_sha256`, the folder
+    name (conversions are stored by content hash). A folder given twice is read once. In the
+    results, `kind` and `test_txt` are pandas categoricals (dictionary-encoded, as stored).
+    """
+    parts_tables, result_tables, offset = [], [], 0
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        parts = pq.read_table(folder / "parts.parquet")
+        results = pq.read_table(folder / "results.parquet", columns=["part_index", *RESULT_COLUMNS])
+        size = int(pa.compute.max(parts["part_index"]).as_py() or 0) + 1 if parts.num_rows else 0
+        parts = _with_part_key(parts, offset).append_column(
+            "source_sha256", pa.array([folder.name] * parts.num_rows, pa.string())
+        )
+        parts_tables.append(parts)
+        result_tables.append(_with_part_key(results, offset))
+        offset += size
+    if not parts_tables:  # a day whose files were all set aside: empty tables, same columns
+        no_parts = _with_part_key(PARTS_SCHEMA.empty_table(), 0)
+        parts_tables = [no_parts.append_column("source_sha256", pa.array([], pa.string()))]
+        no_results = RESULTS_SCHEMA.empty_table().select(["part_index", *RESULT_COLUMNS])
+        result_tables = [_with_part_key(no_results, 0)]
+    parts = pa.concat_tables(parts_tables).to_pandas()
+    results = pa.concat_tables(result_tables).unify_dictionaries().combine_chunks().to_pandas()
+    return parts, results
+
+
+def _with_part_key(table: pa.Table, offset: int) -> pa.Table:
+    key = pa.array(table["part_index"].to_numpy().astype(np.int64) + offset)
+    return table.drop_columns(["part_index"]).add_column(0, "part_key", key)
+
+
+# --- dies and their wafer-sort outcome ----------------------------------------------------------
+
+
+def final_dies(parts: pd.DataFrame) -> pd.DataFrame:
+    """One row per die (FEATURE_KEY): its last test, the highest `retest`, ties to the last part_key.
+
+    Parts without wafer coordinates cannot be placed on a wafer and are left out.
+    """
+    placed = parts.dropna(subset=["x_coord", "y_coord"])
+    last = placed.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
+    last = last.astype({"x_coord": np.int16, "y_coord": np.int16})
+    return last.sort_values("part_key").reset_index(drop=True)
+
+
+def _passed(dies: pd.DataFrame) -> np.ndarray:
+    """Final wafer-sort status; a PRR whose pass/fail flag is invalid (null) counts as failing."""
+    return dies["passed"].fillna(False).to_numpy(dtype=bool)
+
+
+# --- the feature table ----------------------------------------------------------------------------
+
+
+def build_features(parts: pd.DataFrame, results: pd.DataFrame, *, fab: str) -> pd.DataFrame:
+    """One row per wafer-sort die of a fab-day (its final test): identifiers, outcome, features.
+
+    Columns: fab, lot_id, wafer_id, x_coord, y_coord, ws_passed, ws_hard_bin, the `p_*` tests
+    (in test-number order), the same `raw_*`, SPATIAL_FEATURES, WAFER_FEATURES.
+    """
+    dies = final_dies(parts)
+    out = pd.DataFrame({"fab": pd.Series(fab, index=dies.index, dtype=dies["lot_id"].dtype)})
+    out[FEATURE_KEY] = dies[FEATURE_KEY]
+    out["ws_passed"] = _passed(dies)
+    out["ws_hard_bin"] = dies["hard_bin"]
+    tests = parametric_matrix(dies, results)
+    spatial = spatial_features(dies)
+    wafer = wafer_features(dies)
+    return pd.concat([out, tests, spatial, wafer], axis=1)
+
+
+def parametric_matrix(dies: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """(dies, PTR tests): robust z of each die's final-test results (`p_<test_txt>`), then the
+    raw results (`raw_<test_txt>`), both float32, tests in test-number order."""
+    ptr = results[results["kind"] == "PTR"]
+    keys = dies["part_key"].to_numpy()  # sorted: final_dies orders by part_key
+    at = np.minimum(np.searchsorted(keys, ptr["part_key"].to_numpy()), max(len(keys) - 1, 0))
+    mine = keys[at] == ptr["part_key"].to_numpy() if len(keys) else np.zeros(len(ptr), bool)
+    numbers, test = np.unique(ptr["test_num"].to_numpy()[mine], return_inverse=True)
+    values = np.full((len(keys), len(numbers)), np.nan)
+    values[at[mine], test] = ptr["result"].to_numpy(dtype=float)[mine]  # a repeated result: the last
+    names = _test_names(ptr[mine], numbers)
+    scaled = pd.DataFrame(robust_scale(values).astype(np.float32), columns=names, index=dies.index)
+    raw = pd.DataFrame(values.astype(np.float32), columns=[raw_column(n) for n in names], index=dies.index)
+    return pd.concat([scaled, raw], axis=1)
+
+
+def raw_column(test: str) -> str:
+    """`raw_X` for the test column `p_X`."""
+    return RAW_PREFIX + test.removeprefix(TEST_PREFIX)
+
+
+def _test_names(ptr: pd.DataFrame, numbers: np.ndarray) -> list[str]:
+    """`p_<sanitized test_txt>` per test number; `p_<txt>_<num>` where names collide or are empty."""
+    txt = ptr.drop_duplicates("test_num").set_index("test_num")["test_txt"]
+    raw = [str(txt.get(n)) if pd.notna(txt.get(n)) else "" for n in numbers]
+    clean = [re.sub(r"[^0-9A-Za-z]+", "_", t).strip("_") for t in raw]
+    counts = pd.Series(clean).value_counts()
+    return [
+        f"{TEST_PREFIX}{c}" if c and counts[c] == 1 else f"{TEST_PREFIX}{c + '_' if c else ''}{n}"
+        for c, n in zip(clean, numbers, strict=True)
+    ]
+
+
+def robust_scale(values: np.ndarray) -> np.ndarray:
+    """Per column: (x - median) / (1.4826 MAD), or IQR/1.349, or 1 when that is 0; clipped to ±CLIP."""
+    if values.size == 0:
+        return values
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN: no die ran it
+        median = np.nanmedian(values, axis=0)
+        spread = MAD_SIGMA * np.nanmedian(np.abs(values - median), axis=0)
+        q25, q75 = np.nanpercentile(values, [25, 75], axis=0)
+        iqr = (q75 - q25) / IQR_SIGMA
+    spread = np.where(spread > 0, spread, np.where(iqr > 0, iqr, 1.0))
+    return np.clip((values - median) / spread, -CLIP, CLIP)
+
+
+def spatial_features(dies: pd.DataFrame) -> pd.DataFrame:
+    """Radius, edge distance, ring zone and failing neighbours of every die (wafer centre 0, 0)."""
+    x = dies["x_coord"].to_numpy(dtype=float)
+    y = dies["y_coord"].to_numpy(dtype=float)
+    radius = np.hypot(x, y)
+    wafer = dies.groupby(WAFER_KEY, sort=False, dropna=False).ngroup().to_numpy()
+    # the wafer's radius: the farthest die corner, the smallest circle that holds the whole map
+    corner = pd.Series(np.hypot(np.abs(x) + 0.5, np.abs(y) + 0.5)).groupby(wafer).transform("max")
+    wafer_radius = corner.to_numpy()
+    failed = ~_passed(dies)
+    count, present = neighbour_counts(wafer, dies["x_coord"], dies["y_coord"], failed, reach=1)
+    count5, present5 = neighbour_counts(wafer, dies["x_coord"], dies["y_coord"], failed, reach=2)
+    return pd.DataFrame(
+        {
+            "radius": radius,
+            "edge_distance": wafer_radius - radius,
+            "ring_zone": np.minimum(np.floor(4 * (radius / wafer_radius) ** 2), 3).astype(np.int8),
+            "failing_neighbours": count.astype(np.int8),
+            "neighbour_fail_share": count / np.maximum(present, 1),
+            "local_fail_share": count5 / np.maximum(present5, 1),
+        },
+        index=dies.index,
+    )
+
+
+def neighbour_counts(
+    wafer: np.ndarray, x: pd.Series | np.ndarray, y: pd.Series | np.ndarray, flag: np.ndarray, reach: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per die: how many dies within `reach` (Chebyshev; 1: the 8 neighbours) have `flag`, and how
+    many dies are there at all. Dies are looked up by a packed (wafer, x, y) key, not per die."""
+    key = _die_key(wafer, np.asarray(x), np.asarray(y))
+    if len(key) == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    order = np.argsort(key, kind="stable")
+    sorted_key, sorted_flag = key[order], np.asarray(flag, dtype=bool)[order]
+    count = np.zeros(len(key), dtype=np.int32)
+    present = np.zeros(len(key), dtype=np.int32)
+    for dx in range(-reach, reach + 1):
+        for dy in range(-reach, reach + 1):
+            if dx == 0 and dy == 0:
+                continue
+            target = key + dx * _SPAN + dy
+            at = np.minimum(np.searchsorted(sorted_key, target), len(key) - 1)
+            found = sorted_key[at] == target
+            present += found
+            count += found & sorted_flag[at]
+    return count, present
+
+
+def _die_key(wafer: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    wafer = wafer.astype(np.int64)
+    return (wafer * _SPAN + (x.astype(np.int64) + _SHIFT)) * _SPAN + (y.astype(np.int64) + _SHIFT)
+
+
+def wafer_features(dies: pd.DataFrame) -> pd.DataFrame:
+    """Wafer-sort yield and mean test time (ms, final tests; missing TEST_T ignored) of the die's wafer."""
+    frame = pd.DataFrame(
+        {
+            "passed": _passed(dies),
+            "test_time": dies["test_time_ms"].astype(float),
+        },
+        index=dies.index,
+    )
+    wafer = dies.groupby(WAFER_KEY, sort=False, dropna=False).ngroup()
+    grouped = frame.groupby(wafer.to_numpy())
+    return pd.DataFrame(
+        {
+            "wafer_ws_yield": grouped["passed"].transform("mean").to_numpy(dtype=float),
+            "wafer_mean_test_time_ms": grouped["test_time"].transform("mean").to_numpy(dtype=float),
+        },
+        index=dies.index,
+    )
+
+
+def test_columns(frame: pd.DataFrame) -> list[str]:
+    """The `p_*` columns of a feature table."""
+    return [c for c in frame.columns if c.startswith(TEST_PREFIX)]
+
+
+# --- labels from final test -----------------------------------------------------------------------
+
+
+def final_test_labels(parts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """`ft_failed` of each die named in the final-test PART_TXTs, and how many units were unnamed.
+
+    Returns (labels, unparsed): labels has FEATURE_KEY (str, str, int16, int16) and ft_failed
+    (pandas boolean: not passed on the unit's last test, null where that PRR's pass/fail flag
+    is invalid); `unparsed` counts the units whose PART_TXT does not name a die, which are dropped.
+    """
+    named = parse_part_txt(parts["part_txt"])
+    ok = named["lot_id"].notna().to_numpy()
+    units = pd.concat([parts.loc[ok, ["retest", "part_key", "passed"]], named[ok]], axis=1)
+    last = units.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
+    labels = last[FEATURE_KEY].astype({"x_coord": np.int16, "y_coord": np.int16})
+    labels["ft_failed"] = ~last["passed"].astype("boolean")
+    return labels.sort_values(FEATURE_KEY).reset_index(drop=True), int((~ok).sum())
+
+
+def parse_part_txt(text: pd.Series) -> pd.DataFrame:
+    """(lot_id, wafer_id, x_coord, y_coord) per PART_TXT, all null where it names no die.
+
+    The regular form is parsed by one regex; the rest by `parse_ft_part_txt` (fields in another
+    order, spaces), which also decides what is no die at all. Coordinates must fit int16.
+    """
+    found = text.astype("str").str.extract(_FT_TXT)
+    found.columns = FEATURE_KEY
+    for i in np.flatnonzero(found["lot_id"].isna().to_numpy() & text.notna().to_numpy()):
+        try:
+            found.iloc[i] = [str(v) for v in parse_ft_part_txt(text.iloc[i])]
+        except ValueError:
+            continue
+    x = pd.to_numeric(found["x_coord"], errors="coerce")
+    y = pd.to_numeric(found["y_coord"], errors="coerce")
+    bad = ~(x.abs() < 32768) | ~(y.abs() < 32768)  # also drops -32768, STDF's "no coordinate"
+    found.loc[bad, FEATURE_KEY] = None
+    found["x_coord"], found["y_coord"] = x.where(~bad), y.where(~bad)
+    return found.set_index(text.index)
+
+
+def join_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Features with `ft_failed` (pandas boolean; null: no final-test result for the die yet)."""
+    joined = features.merge(
+        labels[[*FEATURE_KEY, "ft_failed"]], on=FEATURE_KEY, how="left", validate="many_to_one"
+    )
+    joined["ft_failed"] = joined["ft_failed"].astype("boolean")
+    return joined

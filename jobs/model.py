@@ -1,0 +1,539 @@
+"""The daily yield model: test selection, training, metrics, forecasts, artifacts and registry. No Luigi.
+
+    select_tests(train, k)                    -> the k p_* columns that best separate ft_failed
+    model_features(tests)                     -> raw_ of those tests + SPATIAL_FEATURES + WAFER_FEATURES
+    train_model(train, features, params)      -> YieldModel (random forest, calibrated p_fail)
+    logistic_baseline(train, features, seed)  -> YieldModel (scaled logistic regression)
+    evaluate(model, df) / evaluate_scores(y, p, wafers) / score_predictions(predictions, labels)
+    wafer_forecast(scored)                    -> per wafer: expected final-test and overall yield
+    save_model / load_model                   -> joblib + model.json (sha256 checked on load)
+    promote / rollback / production           -> registry/production.json + history.jsonl
+
+Who is trained on: dies with a final-test label that passed wafer sort (only those go to final
+test). Calibration: the forest is grown with balanced class weights (about 6% of dies fail
+final test), which inflates its scores; a logistic (Platt) map from the forest's out-of-bag
+score to the outcome, fitted on training rows the trees did not see, turns them back into
+probabilities, so a 0.5 threshold and the Brier score mean what they say.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
+
+MODEL_FILE = "model.joblib"
+META_FILE = "model.json"
+PRODUCTION = "production.json"
+HISTORY = "history.jsonl"
+KEEP_PREVIOUS = 10  # production pointers kept for rollback
+SELECTION_ROWS = 30_000  # rows used to rank tests: ranking is the cost, and the order is settled by then
+CALIBRATION_ROWS = 100_000  # training rows whose out-of-bag scores fit the calibration
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Training settings (luigi.cfg fills them on the Luigi side). Same params + data = same model."""
+
+    seed: int = 0
+    k_tests: int = 8  # parametric tests chosen by select_tests
+    n_estimators: int = 100
+    max_depth: int | None = 12
+    min_samples_leaf: int = 30
+    # rows drawn per tree: above 1 a count (all rows when fewer), up to 1 a share, None all. It
+    # sets the training time: 100 trees of 16K rows take ~8 s on 2 cores, whatever the window.
+    max_samples: int | float | None = 16_000
+    max_features: float | str = 0.4
+    class_weight: str | None = "balanced_subsample"
+    n_jobs: int = 2
+
+
+# --- test selection ----------------------------------------------------------------------------------
+
+
+def labelled(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows that count for training and metrics: a final-test label, and wafer sort passed.
+    With `columns`, only those (and ft_failed) are copied: feature tables are wide."""
+    mask = df["ft_failed"].notna().to_numpy() & df["ws_passed"].to_numpy(dtype=bool)
+    if columns is None:
+        return df[mask]
+    return df.loc[mask, list(dict.fromkeys([*columns, "ft_failed"]))]
+
+
+def select_tests(train: pd.DataFrame, k: int, seed: int = 0) -> list[str]:
+    """The k `p_*` columns that best separate ft_failed, chosen greedily, each step taking the
+    test whose part not explained (linearly) by the tests already chosen separates best.
+
+    Separation is rank-based and allows for curvature: max(|AUC(r) - 0.5|, |AUC(|r|) - 0.5|) of
+    the residual r, so a monotone effect of any shape counts, and |r| catches effects growing on
+    both sides (a U). Taking out what the chosen tests explain (Gram-Schmidt) is what keeps the
+    siblings of a chosen test (the same measurement on other pins or conditions, which follow it
+    closely) from filling the list: plain univariate ranking put 12 speed-test siblings ahead of
+    the leakage test that matters. Missing values count as the median; at most SELECTION_ROWS
+    rows (a seeded sample) are used.
+    """
+    columns = test_columns(train)
+    rows = labelled(train, columns)
+    if len(rows) > SELECTION_ROWS:
+        rows = rows.sample(SELECTION_ROWS, random_state=seed)
+    y = rows["ft_failed"].to_numpy(dtype=bool)
+    if not columns or y.all() or not y.any():
+        return columns[:k]
+    residual = _standardized(rows[columns].to_numpy(dtype=float)).T.astype(np.float32)  # a row per test
+    chosen: list[int] = []
+    for _ in range(min(k, len(columns))):
+        score = np.maximum(np.abs(_auc_rows(y, residual) - 0.5), np.abs(_auc_rows(y, np.abs(residual)) - 0.5))
+        score[chosen] = -1.0
+        best = int(np.argmax(score))
+        chosen.append(best)
+        direction = residual[best].copy()
+        norm = float(direction @ direction)
+        if norm > 0:
+            residual -= np.outer((residual @ direction) / norm, direction)
+    return [columns[j] for j in chosen]
+
+
+def _standardized(values: np.ndarray) -> np.ndarray:
+    """Columns with missing values set to the median, then centred and scaled (constant: all 0)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings(action="ignore", category=RuntimeWarning):
+        median = np.nan_to_num(np.nanmedian(values, axis=0))
+    values = np.where(np.isnan(values), median, values)
+    values -= values.mean(axis=0)
+    spread = values.std(axis=0)
+    return values / np.where(spread > 0, spread, np.inf)
+
+
+def _auc_rows(y: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """AUC of every row of `values` against y (Mann-Whitney on ranks). Ties are ranked in
+    arbitrary order, which for continuous results costs nothing and saves a second sort."""
+    order = np.argsort(values, axis=1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, len(y) + 1)[None, :], axis=1)
+    positives, negatives = y.sum(), (~y).sum()
+    return (ranks[:, y].sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def model_features(tests: Sequence[str]) -> list[str]:
+    """The model's feature list: the raw values of the selected tests, then every spatial and
+    wafer feature. Raw, not the `p_` z-scores the tests were chosen by: a fab-day's own level
+    (fab, lot, drift) carries risk that per-day scaling removes; on the bench floor, z-scores
+    instead of raw values cost 0.04 AUC on one of two test days."""
+    return [*(raw_column(t) for t in tests), *SPATIAL_FEATURES, *WAFER_FEATURES]
+
+
+# --- the model ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class YieldModel:
+    """A trained model: estimator, its inputs and how missing ones are filled, its calibration."""
+
+    estimator: Any
+    features: list[str]
+    impute: dict[str, float]  # training medians
+    prior: float  # final-test failure rate of the training rows
+    calibration: tuple[float, float] | None = None  # p = sigmoid(a * logit(score) + b); None: as is
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def matrix(self, df: pd.DataFrame) -> np.ndarray:
+        """The feature matrix, missing values (and absent columns) filled with training medians."""
+        columns = {
+            c: df[c].astype(float) if c in df else pd.Series(np.nan, index=df.index) for c in self.features
+        }
+        return pd.DataFrame(columns, index=df.index).fillna(self.impute).to_numpy(dtype=np.float32)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """p_fail: the probability that each row's die fails final test."""
+        if len(df) == 0:
+            return np.zeros(0)
+        score = self.estimator.predict_proba(self.matrix(df))[:, 1]
+        return score if self.calibration is None else _platt(score, self.calibration)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def _platt(score: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
+    return 1 / (1 + np.exp(-(ab[0] * _logit(score) + ab[1])))
+
+
+def _training_rows(train: pd.DataFrame, features: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    missing = [c for c in features if c not in train]
+    if missing:
+        raise ValueError(f"features missing from the training table: {', '.join(missing)}")
+    rows = labelled(train, [*features, *_wafer_columns(train), *(["date"] if "date" in train else [])])
+    if rows.empty:
+        raise ValueError("no training rows: no die with a final-test label passed wafer sort")
+    y = rows["ft_failed"].to_numpy(dtype=bool)
+    if y.all() or not y.any():
+        raise ValueError(f"training rows are all of one class ({len(y)} rows, {int(y.sum())} failing)")
+    medians = rows[list(features)].astype(float).median()
+    return rows, y, {c: float(v) if pd.notna(v) else 0.0 for c, v in medians.items()}
+
+
+def train_model(
+    train: pd.DataFrame, features: Sequence[str], params: ModelParams | None = None, **changes: Any
+) -> YieldModel:
+    """A random forest on the labelled wafer-sort-passing rows, calibrated on out-of-bag scores.
+
+    `changes` override single params: train_model(df, features, seed=3, n_estimators=100).
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    params = replace(params or ModelParams(), **changes)
+    started = time.perf_counter()
+    rows, y, impute = _training_rows(train, features)
+    model = YieldModel(None, list(features), impute, float(y.mean()), params=asdict(params))
+    x = model.matrix(rows)
+    model.estimator = RandomForestClassifier(
+        n_estimators=params.n_estimators,
+        max_depth=params.max_depth,
+        min_samples_leaf=params.min_samples_leaf,
+        max_samples=_rows_per_tree(params.max_samples, len(y)),
+        max_features=params.max_features,
+        class_weight=params.class_weight,
+        n_jobs=params.n_jobs,
+        random_state=params.seed,
+    ).fit(x, y)
+    fitted = time.perf_counter()
+    model.calibration = _oob_calibration(model.estimator, x, y, params.seed)
+    model.meta = _train_meta(rows, y, started, fitted)
+    return model
+
+
+def _rows_per_tree(max_samples: float | None, rows: int) -> int | float | None:
+    """sklearn's max_samples from ours: a count above 1 (capped at the rows), else a share."""
+    if max_samples is None or max_samples <= 1:
+        return max_samples
+    return min(int(max_samples), rows)
+
+
+def _oob_calibration(forest: Any, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
+    """Platt scaling of the forest's out-of-bag scores on a sample of the training rows.
+
+    Each row's score averages the trees that did not draw it, so it is as honest as a score on
+    new data; sklearn's own oob_score_ would score every row, a cost we do not need.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(y), min(len(y), CALIBRATION_ROWS), replace=False))
+    position = np.full(len(y), -1)
+    position[sample] = np.arange(len(sample))
+    total, count = np.zeros(len(sample)), np.zeros(len(sample))
+    for tree, drawn in zip(forest.estimators_, forest.estimators_samples_, strict=True):
+        out = np.ones(len(sample), dtype=bool)
+        inside = position[drawn]
+        out[inside[inside >= 0]] = False
+        total[out] += tree.predict_proba(x[sample[out]])[:, 1]
+        count[out] += 1
+    seen = count > 0
+    score = _logit(total[seen] / count[seen])
+    platt = LogisticRegression(C=1e4).fit(score[:, None], y[sample][seen])
+    return float(platt.coef_[0, 0]), float(platt.intercept_[0])
+
+
+def _train_meta(rows: pd.DataFrame, y: np.ndarray, started: float, fitted: float) -> dict[str, Any]:
+    import sklearn
+
+    meta: dict[str, Any] = {
+        "rows": len(y),
+        "positives": int(y.sum()),
+        "wafers": int(rows.groupby(_wafer_columns(rows)).ngroups) if _wafer_columns(rows) else None,
+        "fit_seconds": round(fitted - started, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "sklearn": sklearn.__version__,
+    }
+    if "date" in rows:
+        meta["dates"] = [str(rows["date"].min()), str(rows["date"].max())]
+    if "fab" in rows:
+        meta["fabs"] = sorted(rows["fab"].astype(str).unique().tolist())
+    return meta
+
+
+def logistic_baseline(train: pd.DataFrame, features: Sequence[str], seed: int = 0) -> YieldModel:
+    """StandardScaler + LogisticRegression on the same rows and imputation, for comparison."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    rows, y, impute = _training_rows(train, features)
+    model = YieldModel(
+        None, list(features), impute, float(y.mean()), params={"kind": "logistic", "seed": seed}
+    )
+    model.estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    model.estimator.fit(model.matrix(rows), y)
+    model.meta = _train_meta(rows, y, started, time.perf_counter())
+    return model
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+
+def _wafer_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in ("fab", "lot_id", "wafer_id") if c in df]
+
+
+def evaluate(model: YieldModel, df: pd.DataFrame) -> dict[str, Any]:
+    """Metrics on the labelled wafer-sort-passing rows of `df` (see evaluate_scores)."""
+    present = [c for c in model.features if c in df]
+    rows = labelled(df, [*present, *_wafer_columns(df)])
+    wafers = rows[_wafer_columns(rows)]
+    return evaluate_scores(rows["ft_failed"].to_numpy(dtype=bool), model.predict_proba(rows), wafers)
+
+
+def evaluate_scores(y: np.ndarray, p: np.ndarray, wafers: pd.DataFrame | None = None) -> dict[str, Any]:
+    """auc, accuracy (p >= 0.5 means fail), brier, mean p vs positive rate, and wafer_yield_mae:
+    per wafer |mean(1 - p) - share passing final test|, averaged over wafers (rows of `wafers`
+    name each row's wafer)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, p = np.asarray(y, dtype=bool), np.asarray(p, dtype=float)
+    out: dict[str, Any] = {"rows": len(y), "positives": int(y.sum())}
+    if len(y) == 0:
+        return out | {"auc": None, "accuracy": None, "brier": None, "wafer_yield_mae": None}
+    out["auc"] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+    out["accuracy"] = float(((p >= 0.5) == y).mean())
+    out["brier"] = float(((p - y) ** 2).mean())
+    out["positive_rate"] = float(y.mean())
+    out["mean_p_fail"] = float(p.mean())
+    if wafers is not None and len(wafers.columns):
+        per = pd.DataFrame({"good": ~y, "forecast": 1 - p}).groupby(
+            [wafers[c].to_numpy() for c in wafers.columns]
+        )
+        out["wafer_yield_mae"] = float((per["forecast"].mean() - per["good"].mean()).abs().mean())
+        out["wafers"] = int(per.ngroups)
+    return out
+
+
+def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of stored predictions (FEATURE_KEY + p_fail, optionally fab and ws_passed) against
+    labels that arrived later (FEATURE_KEY + ft_failed): the walk-forward backtest.
+
+    Only dies in both count (inner join); `labelled_share` is the share of predictions with a label.
+    """
+    scored = predictions
+    if "ws_passed" in scored:
+        scored = scored[scored["ws_passed"].to_numpy(dtype=bool)]
+    joined = scored.merge(
+        labels[[*FEATURE_KEY, "ft_failed"]], on=FEATURE_KEY, how="inner", validate="many_to_one"
+    )
+    joined = joined[joined["ft_failed"].notna()]
+    wafers = joined[_wafer_columns(joined)]
+    out = evaluate_scores(
+        joined["ft_failed"].to_numpy(dtype=bool), joined["p_fail"].to_numpy(dtype=float), wafers
+    )
+    return out | {"labelled_share": len(joined) / len(scored) if len(scored) else None}
+
+
+def wafer_forecast(scored: pd.DataFrame) -> pd.DataFrame:
+    """Per wafer (fab, lot_id, wafer_id): dies, ws_passed dies, ws_yield, the expected final-test
+    yield of the wafer-sort-good dies mean(1 - p_fail), expected good dies sum(1 - p_fail), and the
+    overall forecast ws_yield x ft_yield (= expected good dies / dies; 0 when no die passed sort).
+
+    p_fail of dies that failed wafer sort is ignored (they never reach final test).
+    """
+    passed = scored["ws_passed"].to_numpy(dtype=bool)
+    good = np.where(passed, 1 - scored["p_fail"].to_numpy(dtype=float), 0.0)
+    frame = pd.DataFrame({"passed": passed, "good": good, "ft_good": np.where(passed, good, np.nan)})
+    keys = _wafer_columns(scored)
+    grouped = frame.groupby([scored[c].to_numpy() for c in keys], sort=True)
+    out = pd.DataFrame(
+        {
+            "dies": grouped.size(),
+            "ws_passed_dies": grouped["passed"].sum().astype(int),
+            "expected_ft_yield": grouped["ft_good"].mean(),
+            "expected_good_dies": grouped["good"].sum(),
+        }
+    )
+    out["ws_yield"] = out["ws_passed_dies"] / out["dies"]
+    out["forecast_yield"] = out["expected_good_dies"] / out["dies"]
+    out.index.names = keys
+    columns = [
+        "dies",
+        "ws_passed_dies",
+        "ws_yield",
+        "expected_ft_yield",
+        "expected_good_dies",
+        "forecast_yield",
+    ]
+    return out[columns].reset_index()
+
+
+# --- artifacts ---------------------------------------------------------------------------------------
+
+
+class ModelIntegrityError(ValueError):
+    """A model file whose content is not what its model.json recorded."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, flush it to disk, then rename over `path`."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def save_model(model: YieldModel, folder: Path) -> dict[str, Any]:
+    """Write `folder`/model.joblib and model.json (features, params, metadata, the joblib's sha256).
+
+    Each file is written to a temporary name and renamed; model.json comes last, so a folder
+    with a model.json holds a complete model. Returns the model.json content.
+    """
+    import io
+
+    import joblib
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer, compress=3)
+    _write_atomic(folder / MODEL_FILE, buffer.getvalue())
+    meta = {
+        "file": MODEL_FILE,
+        "sha256": file_sha256(folder / MODEL_FILE),
+        "bytes": (folder / MODEL_FILE).stat().st_size,
+        "features": model.features,
+        "impute": model.impute,
+        "prior": model.prior,
+        "calibration": None if model.calibration is None else list(model.calibration),
+        "params": model.params,
+        "meta": model.meta,
+    }
+    _write_atomic(folder / META_FILE, _json_bytes(meta))
+    return meta
+
+
+def load_model(folder: Path, verify: bool = True) -> YieldModel:
+    """The model saved in `folder`; with `verify`, its sha256 must match model.json's."""
+    import joblib
+
+    folder = Path(folder)
+    meta = json.loads((folder / META_FILE).read_text())
+    path = folder / meta.get("file", MODEL_FILE)
+    if verify:
+        actual = file_sha256(path)
+        if actual != meta["sha256"]:
+            raise ModelIntegrityError(
+                f"{path}: sha256 {actual} does not match {meta['sha256']} recorded in {folder / META_FILE}"
+            )
+    model = joblib.load(path)
+    if not isinstance(model, YieldModel):
+        raise ModelIntegrityError(f"{path}: holds a {type(model).__name__}, not a YieldModel")
+    return model
+
+
+# --- registry ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(registry: Path) -> Iterator[None]:
+    """One writer at a time (Deploy tasks of several days may run at once)."""
+    registry.mkdir(parents=True, exist_ok=True)
+    with open(registry / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def production(registry: Path) -> dict[str, Any] | None:
+    """The production pointer: {model (absolute folder), record, promoted_at, previous: [...]}."""
+    path = Path(registry) / PRODUCTION
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _append_history(registry: Path, entry: dict[str, Any]) -> None:
+    with open(registry / HISTORY, "a") as f:  # one write of one line: appends do not interleave
+        f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+
+def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in pointer.items() if k != "previous"}
+
+
+def promote(registry: Path, model_folder: Path, record: dict[str, Any]) -> None:
+    """Make `model_folder` the production model; the replaced pointer is kept for rollback.
+
+    production.json is replaced atomically (temporary file + os.replace), and the promotion is
+    appended to history.jsonl. `record` is whatever the caller wants kept (date, metrics, reason).
+    """
+    registry, model_folder = Path(registry), Path(model_folder).resolve()
+    if not (model_folder / META_FILE).is_file():
+        raise FileNotFoundError(f"cannot promote {model_folder}: no {META_FILE} (not a saved model)")
+    with _locked(registry):
+        current = production(registry)
+        previous = [] if current is None else [_pointer(current), *current.get("previous", [])]
+        pointer = {
+            "model": str(model_folder),
+            "record": record,
+            "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "previous": previous[:KEEP_PREVIOUS],
+        }
+        _write_atomic(registry / PRODUCTION, _json_bytes(pointer))
+        _append_history(registry, {"event": "promote", **_pointer(pointer)})
+
+
+def rollback(registry: Path) -> dict[str, Any]:
+    """Restore the previous production model; returns the new production pointer.
+
+    Raises LookupError when there is nothing to roll back to.
+    """
+    registry = Path(registry)
+    with _locked(registry):
+        current = production(registry)
+        if current is None or not current.get("previous"):
+            raise LookupError(f"{registry / PRODUCTION}: no previous production model to roll back to")
+        restored = {**current["previous"][0], "previous": current["previous"][1:]}
+        _write_atomic(registry / PRODUCTION, _json_bytes(restored))
+        _append_history(
+            registry,
+            {
+                "event": "rollback",
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "from": current["model"],
+                "model": restored["model"],
+            },
+        )
+        return restored

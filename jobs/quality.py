@@ -1,0 +1,219 @@
+"""Data-quality checks as plain functions on the tables of a fab's day (no Luigi).
+
+Each check returns a `Check`: its name, whether it passed, how serious a failure is, the
+figures it measured and a one-line message. `gate` runs them all over every fab of a day; the
+day passes when no check of severity "error" failed. Checks that only warn (a truncated or
+resent file that ingest already handled) are reported but do not stop training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DIE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
+
+REQUIRED_COLUMNS: dict[str, dict[str, str]] = {
+    # table -> column -> numpy dtype kind(s) it must have ("O" also covers pandas strings)
+    "dies": {
+        "part_key": "i",
+        "lot_id": "OU",
+        "wafer_id": "OU",
+        "x_coord": "i",
+        "y_coord": "i",
+        "retest": "i",
+        "passed": "b",
+        "hard_bin": "iu",
+        "test_time_ms": "iuf",
+        "job": "OU",
+    },
+    "results": {"part_key": "i", "kind": "OU", "test_num": "iu", "result": "f", "failed": "b"},
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_completeness: float = 0.98
+    max_duplicate_die_share: float = 0.001
+    max_nonfinite_share: float = 0.001
+    max_abs_coord: int = 500
+    max_test_time_ms: int = 600_000
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    severity: str  # "error" fails the gate, "warning" is reported only
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _kind(series: pd.Series) -> str:
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return dtype.categories.dtype.kind
+    if pd.api.types.is_string_dtype(dtype):
+        return "O"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "b"
+    return np.dtype(dtype).kind if not hasattr(dtype, "numpy_dtype") else dtype.numpy_dtype.kind
+
+
+def check_schema(fab: str, tables: dict[str, pd.DataFrame]) -> Check:
+    """Every required column is there with the right kind of type."""
+    problems = []
+    for table, columns in REQUIRED_COLUMNS.items():
+        frame = tables[table]
+        for column, kinds in columns.items():
+            if column not in frame.columns:
+                problems.append(f"{table}.{column} missing")
+            elif _kind(frame[column]) not in kinds:
+                problems.append(f"{table}.{column} has type {frame[column].dtype}")
+    return Check(
+        f"{fab}: schema",
+        not problems,
+        "error",
+        "; ".join(problems) or "all required columns present with the expected types",
+        {"problems": problems},
+    )
+
+
+def check_value_ranges(fab: str, dies: pd.DataFrame, limits: Thresholds) -> Check:
+    """Die coordinates on a plausible wafer, test times positive and bounded, a bin for every die."""
+    x, y = dies["x_coord"].astype("float64"), dies["y_coord"].astype("float64")
+    bad_coord = (
+        x.isna() | y.isna() | (x.abs() > limits.max_abs_coord) | (y.abs() > limits.max_abs_coord)
+    ).sum()
+    time_ms = dies["test_time_ms"].astype("float64")
+    bad_time = (time_ms.isna() | (time_ms <= 0) | (time_ms > limits.max_test_time_ms)).sum()
+    no_bin = dies["hard_bin"].isna().sum()
+    bad = int(bad_coord + bad_time + no_bin)
+    figures = {"bad_coordinates": int(bad_coord), "bad_test_times": int(bad_time), "no_hard_bin": int(no_bin)}
+    message = (
+        "coordinates, test times and bins within range"
+        if not bad
+        else ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in figures.items() if v)
+    )
+    return Check(f"{fab}: value ranges", not bad, "error", message, figures)
+
+
+def check_finite_results(fab: str, results: pd.DataFrame, limits: Thresholds) -> Check:
+    """Parametric results are numbers: NaN or infinity (not the STDF 'no value', which is null)."""
+    values = results["result"].to_numpy(dtype="float64", na_value=0.0)
+    nonfinite = int((~np.isfinite(values)).sum())
+    share = nonfinite / max(len(values), 1)
+    return Check(
+        f"{fab}: finite results",
+        share <= limits.max_nonfinite_share,
+        "error",
+        f"{nonfinite} NaN/infinite results ({share:.4%}, limit {limits.max_nonfinite_share:.4%})",
+        {"nonfinite": nonfinite, "share": share},
+    )
+
+
+def final_status(dies: pd.DataFrame) -> pd.DataFrame:
+    """Each die's last test (highest retest index): the status that counts."""
+    return dies.sort_values(["retest", "part_key"]).drop_duplicates(DIE_KEY, keep="last")
+
+
+def check_completeness(fab: str, dies: pd.DataFrame, results: pd.DataFrame, limits: Thresholds) -> Check:
+    """A die that passed ran its test program's whole catalogue (every test number the day's
+    files of that program executed); a passing die with tests missing was not fully tested."""
+    last = final_status(dies)
+    passing = last.loc[last["passed"].fillna(False).astype(bool), ["part_key", "job"]]
+    if passing.empty:
+        return Check(f"{fab}: completeness", False, "error", "no passing die to check", {"passing_dies": 0})
+    executed = results[["part_key", "test_num"]].merge(dies[["part_key", "job"]], on="part_key")
+    catalogue = executed.groupby("job", observed=True)["test_num"].nunique().rename("catalogue")
+    ran = results.groupby("part_key")["test_num"].nunique().rename("ran")
+    per_die = passing.join(ran, on="part_key").join(catalogue, on="job")
+    complete = per_die["ran"].fillna(0) >= per_die["catalogue"]
+    share = float(complete.mean())
+    return Check(
+        f"{fab}: completeness",
+        share >= limits.min_completeness,
+        "error",
+        f"{share:.2%} of {len(per_die)} passing dies ran the whole catalogue "
+        f"(limit {limits.min_completeness:.0%})",
+        {"passing_dies": len(per_die), "complete_share": share, "catalogue_sizes": catalogue.to_dict()},
+    )
+
+
+def check_duplicate_dies(fab: str, dies: pd.DataFrame, limits: Thresholds) -> Check:
+    """The same die tested twice with the same retest index: data sent twice, or a wrong map."""
+    counts = dies.groupby([*DIE_KEY, "retest"], observed=True).size()
+    duplicated = int((counts > 1).sum())
+    total = int(final_status(dies).shape[0])
+    share = duplicated / max(total, 1)
+    return Check(
+        f"{fab}: duplicate dies",
+        share <= limits.max_duplicate_die_share,
+        "error",
+        f"{duplicated} of {total} dies appear twice outside retests ({share:.3%})",
+        {"duplicate_dies": duplicated, "dies": total, "share": share},
+    )
+
+
+def check_files(fab: str, ingest: dict[str, Any]) -> Check:
+    """What ingest already set aside: resent files (same sha256, read once), truncated files
+    (complete parts kept) and quarantined ones. Reported, never fatal."""
+    figures = {
+        "duplicate_files": len(ingest.get("duplicate_files", [])),
+        "truncated_files": len(ingest.get("truncated_files", [])),
+        "quarantined_files": len(ingest.get("quarantined", [])),
+    }
+    trouble = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in figures.items() if v)
+    return Check(
+        f"{fab}: files", not trouble, "warning", trouble or "every landed file read whole once", figures
+    )
+
+
+def check_any_data(fabs: dict[str, pd.DataFrame]) -> Check:
+    dies = {fab: len(d) for fab, d in fabs.items()}
+    total = sum(dies.values())
+    return Check("day: data present", total > 0, "error", f"{total} die tests from {len(fabs)} fab(s)", dies)
+
+
+def check_fab(fab: str, tables: dict[str, Any], limits: Thresholds) -> list[Check]:
+    """All checks of one fab's day; `tables` holds dies, results and the ingest manifest."""
+    schema = check_schema(fab, tables)
+    checks = [schema, check_files(fab, tables["ingest"])]
+    if not schema.passed or tables["dies"].empty:
+        return checks
+    dies, results = tables["dies"], tables["results"]
+    return [
+        *checks,
+        check_value_ranges(fab, dies, limits),
+        check_finite_results(fab, results, limits),
+        check_completeness(fab, dies, results, limits),
+        check_duplicate_dies(fab, dies, limits),
+    ]
+
+
+def gate(fabs: dict[str, dict[str, Any]], limits: Thresholds) -> dict[str, Any]:
+    """Run every check over the fabs present on a day. Returns the report: `passed`, the
+    failed error checks by name, and every check with its figures."""
+    checks = [check_any_data({fab: t["dies"] for fab, t in fabs.items()})]
+    for fab, tables in sorted(fabs.items()):
+        checks.extend(check_fab(fab, tables, limits))
+    return report(checks)
+
+
+def report(checks: Iterable[Check]) -> dict[str, Any]:
+    checks = list(checks)
+    failed = [c.name for c in checks if not c.passed and c.severity == "error"]
+    warnings = [c.name for c in checks if not c.passed and c.severity == "warning"]
+    return {
+        "passed": not failed,
+        "failed": failed,
+        "warnings": warnings,
+        "checks": [c.as_dict() for c in checks],
+    }

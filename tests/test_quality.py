@@ -1,0 +1,118 @@
+"""The quality gate's checks on small hand-made tables: each fails on bad input, passes on good."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import quality
+
+LIMITS = quality.Thresholds()
+
+
+def good_day(dies_count: int = 20) -> dict[str, object]:
+    """A clean fab day: dies on a line, each passing die ran tests 1..3, one retested die."""
+    n = dies_count
+    dies = pd.DataFrame(
+        {
+            "part_key": np.arange(n + 1, dtype="int64"),
+            "lot_id": ["L1"] * (n + 1),
+            "wafer_id": ["01"] * (n + 1),
+            "x_coord": np.r_[np.arange(n), 0].astype("int16"),
+            "y_coord": np.zeros(n + 1, dtype="int16"),
+            "retest": np.r_[np.zeros(n), 1].astype("int16"),
+            "passed": np.r_[[False], np.ones(n, dtype=bool)],  # die 0 failed first, passed on retest
+            "hard_bin": np.ones(n + 1, dtype="uint16"),
+            "test_time_ms": np.full(n + 1, 120, dtype="uint32"),
+            "job": ["PMX7_WS1"] * (n + 1),
+        }
+    )
+    dies["job"] = dies["job"].astype("string")
+    keys = np.repeat(dies["part_key"].to_numpy(), 3)
+    results = pd.DataFrame(
+        {
+            "part_key": keys,
+            "kind": "PTR",
+            "test_num": np.tile(np.array([1, 2, 3], dtype="uint32"), n + 1),
+            "result": np.linspace(0, 1, len(keys)).astype("float32"),
+            "failed": False,
+        }
+    )
+    return {"dies": dies, "results": results, "ingest": {"quarantined": [], "duplicate_files": []}}
+
+
+def test_a_clean_day_passes_every_check() -> None:
+    report = quality.gate({"fab1": good_day()}, LIMITS)
+    assert report["passed"], report["failed"]
+    assert report["warnings"] == []
+    names = [c["name"] for c in report["checks"]]
+    assert names == [
+        "day: data present", "fab1: schema", "fab1: files", "fab1: value ranges",
+        "fab1: finite results", "fab1: completeness", "fab1: duplicate dies",
+    ]  # fmt: skip
+
+
+def test_no_data_fails() -> None:
+    report = quality.gate({}, LIMITS)
+    assert not report["passed"] and report["failed"] == ["day: data present"]
+
+
+def test_schema_names_missing_and_mistyped_columns() -> None:
+    day = good_day()
+    day["dies"] = day["dies"].drop(columns=["job"]).assign(x_coord=lambda d: d["x_coord"].astype(str))
+    check = quality.check_schema("fab1", day)
+    assert not check.passed
+    assert "dies.job missing" in check.message and "dies.x_coord has type str" in check.message
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "figure"),
+    [("x_coord", 900, "bad_coordinates"), ("test_time_ms", 0, "bad_test_times")],
+)
+def test_value_ranges(column: str, value: int, figure: str) -> None:
+    dies = good_day()["dies"]
+    assert quality.check_value_ranges("fab1", dies, LIMITS).passed
+    dies.loc[3, column] = value
+    check = quality.check_value_ranges("fab1", dies, LIMITS)
+    assert not check.passed and check.figures[figure] == 1
+
+
+def test_nan_results_fail_but_null_results_do_not() -> None:
+    results = good_day()["results"]
+    results["result"] = results["result"].astype("Float32")
+    results.loc[0, "result"] = pd.NA  # STDF's "no value": not a data error
+    assert quality.check_finite_results("fab1", results, LIMITS).passed
+    results["result"] = results["result"].astype("float32")
+    results.loc[1, "result"] = np.inf
+    check = quality.check_finite_results("fab1", results, LIMITS)
+    assert not check.passed and check.figures["nonfinite"] == 1
+
+
+def test_completeness_finds_passing_dies_with_tests_missing() -> None:
+    day = good_day(dies_count=20)
+    assert quality.check_completeness("fab1", day["dies"], day["results"], LIMITS).passed
+    results = day["results"]
+    short = results[~((results["part_key"] == 5) & (results["test_num"] == 3))]
+    check = quality.check_completeness("fab1", day["dies"], short, LIMITS)
+    assert not check.passed and check.figures["complete_share"] == pytest.approx(19 / 20)
+    # a die that failed its first test and passed on retest is judged on the retest
+    first_of_retested = results[~((results["part_key"] == 0) & (results["test_num"] > 1))]
+    assert quality.check_completeness("fab1", day["dies"], first_of_retested, LIMITS).passed
+
+
+def test_duplicate_dies_outside_retests() -> None:
+    dies = good_day()["dies"]
+    assert quality.check_duplicate_dies("fab1", dies, LIMITS).passed  # die 0's retest is no duplicate
+    twice = pd.concat([dies, dies.iloc[[4]].assign(part_key=99)], ignore_index=True)
+    check = quality.check_duplicate_dies("fab1", twice, LIMITS)
+    assert not check.passed and check.figures["duplicate_dies"] == 1
+
+
+def test_files_set_aside_by_ingest_warn_without_failing_the_gate() -> None:
+    day = good_day()
+    day["ingest"] = {"quarantined": [{"file": "a.stdf.gz"}], "duplicate_files": [{"file": "b"}]}
+    report = quality.gate({"fab1": day}, LIMITS)
+    assert report["passed"] and report["warnings"] == ["fab1: files"]
+    files = next(c for c in report["checks"] if c["name"] == "fab1: files")
+    assert files["figures"]["quarantined_files"] == 1 and files["figures"]["duplicate_files"] == 1
