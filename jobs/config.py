@@ -31,4 +31,101 @@ class stdf(luigi.Config):  # noqa: N801
 
 
 class versions(luigi.Config):  # noqa: N801
+    """Stage versions; see `version_tag` for how they appear in output paths."""
+
     convert = luigi.IntParameter(default=1)
+    ingest = luigi.IntParameter(default=1)
+    quality = luigi.IntParameter(default=1)
+    features = luigi.IntParameter(default=1)
+    train = luigi.IntParameter(default=1)
+    validate = luigi.IntParameter(default=1)
+    deploy = luigi.IntParameter(default=1)
+    score = luigi.IntParameter(default=1)
+    daily = luigi.IntParameter(default=1)
+
+
+# Which stages each stage reads, directly. A stage's output path carries its own version and
+# those of every stage upstream of it, so bumping one version moves that stage and everything
+# downstream to fresh paths (a Range rerun recomputes them) and leaves everything upstream alone.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "convert": (),
+    "ingest": ("convert",),
+    "quality": ("ingest",),
+    "features": ("ingest",),
+    "train": ("quality", "features"),
+    "validate": ("train", "deploy"),  # the champion is the previous day's Deploy decision
+    "deploy": ("validate",),
+    "score": ("deploy", "features"),
+    "daily": ("score",),
+}
+
+
+def lineage(stage: str) -> list[str]:
+    """`stage` and every stage upstream of it, in pipeline order."""
+    seen = {stage}
+    todo = [stage]
+    while todo:
+        for parent in UPSTREAM[todo.pop()]:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return [s for s in UPSTREAM if s in seen]
+
+
+def version_tag(stage: str) -> str:
+    """'v' and the versions of `stage`'s lineage, dot-joined in pipeline order.
+
+    E.g. features -> 'v1.1.2' for convert 1, ingest 1, features 2 (the last number is always
+    the stage's own version)."""
+    current = versions()
+    return "v" + ".".join(str(getattr(current, s)) for s in lineage(stage))
+
+
+class wafer_yield(luigi.Config):  # noqa: N801
+    """The daily wafer-yield workflow (jobs/wafer_yield.py)."""
+
+    fabs = luigi.Parameter(default="fab1,fab2,fab3", description="comma-separated fab names")
+    landing_deadline_hours = luigi.FloatParameter(
+        default=4.0, description="hours after a day ends (UTC) until a fab without _READY counts as offline"
+    )
+    min_devices = luigi.IntParameter(default=10000, description="fewer new devices skip training")
+    train_window_days = luigi.IntParameter(default=14)
+    backtest_days = luigi.IntParameter(default=30)
+    auc_margin = luigi.FloatParameter(default=0.002, description="a candidate must beat the champion by this")
+    min_accuracy = luigi.FloatParameter(default=0.90)
+    min_forecast_yield = luigi.FloatParameter(default=0.85, description="wafer forecasts below it alert")
+
+    def fab_list(self) -> list[str]:
+        return [f.strip() for f in self.fabs.split(",") if f.strip()]
+
+
+class yield_model_settings(luigi.Config):  # noqa: N801
+    """The yield model's training settings, luigi.cfg's [yield_model] (jobs/model.py ModelParams)."""
+
+    @classmethod
+    def get_task_family(cls) -> str:
+        return "yield_model"
+
+    seed = luigi.IntParameter(default=7)
+    top_tests = luigi.IntParameter(default=8, description="parametric tests selected as features")
+    n_estimators = luigi.IntParameter(default=100)
+    max_depth = luigi.IntParameter(default=12, description="0: unlimited")
+    min_samples_leaf = luigi.IntParameter(default=30)
+    max_samples = luigi.FloatParameter(
+        default=16000, description="rows each tree is grown on: a count above 1, a share up to 1, 0: all"
+    )
+    n_jobs = luigi.IntParameter(default=2)
+
+
+class quality_gate(luigi.Config):  # noqa: N801
+    """Thresholds of the daily quality gate (jobs/quality.py)."""
+
+    min_completeness = luigi.FloatParameter(
+        default=0.98, description="share of passing dies that ran every catalogue test"
+    )
+    max_duplicate_die_share = luigi.FloatParameter(
+        default=0.001, description="dies tested twice outside retests, as a share of all dies"
+    )
+    max_nonfinite_share = luigi.FloatParameter(default=0.001, description="NaN/inf parametric results")
+    max_abs_coord = luigi.IntParameter(default=500, description="die coordinates beyond it are implausible")
+    max_test_time_ms = luigi.IntParameter(default=600000)

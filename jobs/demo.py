@@ -1,83 +1,108 @@
-"""The demo behind scripts/demo: a simulated test-floor day, converted by Luigi, summarized.
+"""The demo behind scripts/demo: a simulated week of the test floor through the wafer-yield workflow.
 
-Runs with the local scheduler and keeps its data under the repo's `data/` (or --root).
+Simulates three fabs for a week (with a corrupted file, a resent file and a fab offline for a
+day), runs `RangeDaily --of WaferYieldDaily` over it with the local scheduler, and prints what
+was decided each day and why. Data lives under the repo's `data/` (or --root); a second run
+reuses everything that exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
 
 import luigi
 import luigi.configuration
+from luigi.tools.range import RangeDaily
 
-from .config import paths
+from .config import paths, wafer_yield
 from .simulate import main as simulate_main
-from .tasks import ConvertFile, ConvertLandingDay, landed_files
+from .tasks import read_json
+from .wafer_yield import WaferYieldDaily, landing_day
 
-DEMO_DATE = dt.date(2026, 11, 20)
-FABS = ("fab1", "fab2", "fab3")
+FIRST_DAY = dt.date(2026, 11, 14)
+DAYS = 7
 
 
-def _simulated(root: Path, date: dt.date) -> bool:
-    return all((root / "landing" / fab / f"{date:%Y-%m-%d}" / "_READY").exists() for fab in FABS)
+def faults(first: dt.date) -> str:
+    day = [f"{first + dt.timedelta(days=i):%Y-%m-%d}" for i in range(DAYS)]
+    return f"corrupted:fab1:{day[2]},duplicated:fab3:{day[3]},offline:fab2:{day[4]}"
+
+
+def simulated(first: dt.date, days: int) -> bool:
+    """Whether every day of the week has landed (an offline fab-day has no folder at all)."""
+    return all(
+        any(
+            (landing_day(fab, first + dt.timedelta(days=i)) / "_READY").exists()
+            for fab in wafer_yield().fab_list()
+        )
+        for i in range(days)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     parser.add_argument("--root", help="data root (default: [paths] root in luigi.cfg, i.e. data/)")
-    parser.add_argument("--date", type=dt.date.fromisoformat, default=DEMO_DATE)
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=FIRST_DAY, help="first day")
+    parser.add_argument("--days", type=int, default=DAYS)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     if args.root:
         luigi.configuration.get_config().set("paths", "root", str(Path(args.root).resolve()))
     root = paths().root_path()
+    last = args.start + dt.timedelta(days=args.days - 1)
 
-    if _simulated(root, args.date):
-        print(f"simulated floor for {args.date} already in {root}/landing")
+    if simulated(args.start, args.days):
+        print(f"simulated floor {args.start}..{last} already in {root}/landing")
     else:
-        print(f"simulating {args.date} for {', '.join(FABS)} into {root}/landing ...")
+        print(f"simulating {args.start}..{last} for {wafer_yield().fabs} into {root}/landing ...")
         simulate_main(
-            ["--root", str(root), "--start", f"{args.date}", "--days", "1", "--fabs", ",".join(FABS)]
-        )
+            ["--root", str(root), "--start", f"{args.start}", "--days", str(args.days),
+             "--fabs", wafer_yield().fabs, "--faults", faults(args.start)]
+        )  # fmt: skip
 
     started = time.perf_counter()
-    ok = luigi.build(
-        [ConvertLandingDay(date=args.date)], local_scheduler=True, workers=args.workers, log_level="INFO"
+    week = RangeDaily(
+        of=WaferYieldDaily, start=args.start, stop=last + dt.timedelta(days=1), param_name="date"
     )
-    print(f"\nconverted in {time.perf_counter() - started:.1f} s ({'ok' if ok else 'FAILED'})\n")
-    _summarize(root, args.date)
+    ok = luigi.build([week], local_scheduler=True, workers=args.workers, log_level="WARNING")
+    print(f"\nwafer-yield workflow over {args.days} days: {time.perf_counter() - started:.1f} s "
+          f"({'ok' if ok else 'FAILED'})\n")  # fmt: skip
+    summarize([args.start + dt.timedelta(days=i) for i in range(args.days)])
+    print(f"\noutputs under {root}; alerts in {root}/alerts/alerts.jsonl")
     return 0 if ok else 1
 
 
-def _summarize(root: Path, date: dt.date) -> None:
-    print(f"{'fab':6} {'files':>5} {'dies':>7} {'results':>10} {'ws yield':>9}  tester(s)")
-    for fab in FABS:
-        day = root / "landing" / fab / f"{date:%Y-%m-%d}"
-        files = [f for f in landed_files(day) if not f.name.startswith("FT_")] if day.exists() else []
-        manifests = [json.loads(Path(ConvertFile(path=str(f)).output().path).read_text()) for f in files]
-        results = sum(m["rows"]["results"] for m in manifests)
-        dies = [_final_die_results(Path(ConvertFile(path=str(f)).output().path).parent) for f in files]
-        tested = sum(len(d) for d in dies)
-        good = sum(int(d.sum()) for d in dies)
-        testers = sorted({m["file"]["node"] for m in manifests})
-        yield_text = f"{100 * good / tested:8.1f}%" if tested else "       -"
-        print(f"{fab:6} {len(files):5d} {tested:7d} {results:10d} {yield_text}  {', '.join(testers)}")
-
-
-def _final_die_results(converted: Path):
-    """passed per die, where a retested die counts once, with its last test."""
-    import pandas as pd
-
-    parts = pd.read_parquet(
-        converted / "parts.parquet", columns=["wafer_id", "x_coord", "y_coord", "retest", "passed"]
-    )
-    last = parts.sort_values("retest").groupby(["wafer_id", "x_coord", "y_coord"]).tail(1)
-    return last["passed"].fillna(False).astype(bool)
+def summarize(days: list[dt.date]) -> None:
+    print(f"{'day':10}  {'fabs':14} {'dies':>6}  {'gate':6}  decision")
+    for day in days:
+        task = WaferYieldDaily(date=day)
+        if not task.complete():
+            print(f"{day}  not complete")
+            continue
+        s = read_json(Path(task.output().path))
+        fabs = ",".join(s["fabs"]) + (f" -{','.join(s['offline_fabs'])}" if s["offline_fabs"] else "")
+        gate = "passed" if s["quality_gate"] == "passed" else "FAILED"
+        print(
+            f"{day}  {fabs:14} {s['dies']:6d}  {gate:6}  {s['decision']}"
+            + (f": {s['why']}" if s["why"] else "")
+        )
+        notes = []
+        if s["offline_fabs"]:
+            notes.append(f"offline: {', '.join(s['offline_fabs'])}")
+        if s["quarantined"]:
+            notes.append(f"quarantined: {', '.join(s['quarantined'])}")
+        if s["resent"]:
+            notes.append(f"resent (same sha256, read once): {', '.join(s['resent'])}")
+        if s["scored"] == "scored":
+            notes.append(
+                f"scored by the model of {s['production']}, {s['low_yield_wafers']} wafer(s) below the floor"
+            )
+        for note in notes:
+            print(f"{'':12}{note}")
 
 
 if __name__ == "__main__":

@@ -7,23 +7,128 @@ bytes, so each workflow that needs the file reuses the same conversion and a fil
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import json
+import os
+import shutil
 import sqlite3
+import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import luigi
 
-from .config import paths, stdf, versions
-from .stdf import convert_stdf
-from .stdf.source import stored_stream_size
+from . import __version__
+from .config import paths, stdf, version_tag
+from .stdf import convert_stdf, replace_dir
+from .stdf.source import StdfReadError, stored_stream_size
+
+# The folder below the data root where each stage writes.
+STAGE_DIRS = {
+    "convert": "converted",
+    "ingest": "ingest",
+    "quality": "quality",
+    "features": "features",
+    "train": "models",
+    "validate": "validation",
+    "deploy": "deploy",
+    "score": "predictions",
+    "daily": "wafer_yield_daily",
+}
 
 
-def stage_dir(stage: str, version: int) -> Path:
-    """`{root}/{stage}/v{version}`: bumping a stage's version gives it a fresh tree."""
-    return paths().root_path() / stage / f"v{version}"
+def stage_dir(stage: str) -> Path:
+    """`{root}/{stage folder}/{version tag}`: bumping a version gives the stage a fresh tree."""
+    return paths().root_path() / STAGE_DIRS[stage] / version_tag(stage)
+
+
+# --- atomic output folders with manifests ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty work folder beside `target`, renamed to `target` when the block ends.
+
+    A run killed inside the block leaves only a hidden `.{name}.tmp-*` folder, never a partial
+    `target`; the rerun starts over."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield work
+        replace_dir(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def describe_inputs(files: list[Path]) -> list[dict[str, Any]]:
+    """Lineage of input files: path and size (STDF sources are identified by sha256 elsewhere)."""
+    return [{"path": str(f), "bytes": f.stat().st_size} for f in files if f.exists()]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@luigi.Task.event_handler(luigi.Event.START)
+def _note_start(task: luigi.Task) -> None:
+    """When a task's run() starts, so a manifest's `seconds` covers the whole run, not only the
+    writing."""
+    task._run_started = time.perf_counter()
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class StageTask(luigi.Task):
+    """A stage of a workflow: its output is a folder under `stage_dir(stage)`, complete when
+    its `manifest.json` exists. Subclasses set `stage`, define `partition()` and write their
+    files into the folder `publish` gives them."""
+
+    stage: ClassVar[str]
+    workflow: ClassVar[str] = ""
+
+    def partition(self) -> str:
+        raise NotImplementedError
+
+    def folder(self) -> Path:
+        return stage_dir(self.stage) / self.partition()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.folder() / "manifest.json"))
+
+    def manifest(self) -> dict[str, Any]:
+        return read_json(Path(self.output().path))
+
+    @contextlib.contextmanager
+    def publish(self, inputs: list[Path] | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Yield (work folder, manifest dict); the caller adds rows and facts to the dict. At
+        the end the manifest gets lineage and timings and the folder appears atomically."""
+        started = getattr(self, "_run_started", time.perf_counter())
+        manifest: dict[str, Any] = {}
+        with staged_folder(self.folder()) as work:
+            yield work, manifest
+            manifest.update(
+                task=self.task_family,
+                params=self.to_str_params(),
+                stage=self.stage,
+                version_tag=version_tag(self.stage),
+                inputs=describe_inputs(inputs or []),
+                seconds=round(time.perf_counter() - started, 3),
+                code_version=__version__,
+                finished_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            )
+            write_json(work / "manifest.json", manifest)
 
 
 # --- content ids --------------------------------------------------------------------------------
@@ -67,29 +172,47 @@ class ConvertFile(luigi.Task):
     engine = luigi.Parameter(default="", description="arrow or pystdf; default: [stdf] engine")
 
     def output(self) -> luigi.LocalTarget:
-        folder = stage_dir("converted", versions().convert) / content_sha256(self.path)
+        folder = stage_dir("convert") / content_sha256(self.path)
         return luigi.LocalTarget(str(folder / "manifest.json"))
 
     def run(self) -> None:
         settings = stdf()
         engine = self.engine or settings.engine
         outdir = Path(self.output().path).parent
+        lineage = {
+            "task": self.task_family,
+            "params": self.to_str_params(),
+            "version_tag": version_tag("convert"),
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
         self.set_status_message(f"converting {Path(self.path).name} with the {engine} engine")
-        convert_stdf(
-            self.path,
-            outdir,
-            engine=engine,
-            batch_size=settings.batch_size,
-            compression=settings.compression,
-            progress=self._progress_reporter(),
-            sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
-            lineage={
-                "task": self.task_family,
-                "params": self.to_str_params(),
-                "stage_version": versions().convert,
-                "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
-        )
+        try:
+            convert_stdf(
+                self.path,
+                outdir,
+                engine=engine,
+                batch_size=settings.batch_size,
+                compression=settings.compression,
+                progress=self._progress_reporter(),
+                sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
+                lineage={"status": "ok", **lineage},
+            )
+        except StdfReadError as error:
+            # Bad bytes stay bad: the verdict is this content's conversion, so the file is
+            # judged once and every workflow sees the same reason (and quarantines the file).
+            with staged_folder(outdir) as work:
+                source = Path(self.path)
+                write_json(
+                    work / "manifest.json",
+                    {
+                        "status": "unreadable",
+                        "error": str(error),
+                        "reason": error.reason,
+                        "byte_offset": error.offset,
+                        "input": {"path": str(source), "bytes": source.stat().st_size, "sha256": outdir.name},
+                        **lineage,
+                    },
+                )
 
     def _progress_reporter(self) -> Callable[[int], None] | None:
         """Report progress to the visualizer in whole percent of the decompressed stream."""
@@ -110,15 +233,3 @@ class ConvertFile(luigi.Task):
 def landed_files(fab_day: Path) -> list[Path]:
     """The STDF files of one landing folder, in name order (markers and temporaries excluded)."""
     return sorted(p for p in fab_day.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
-
-
-class ConvertLandingDay(luigi.WrapperTask):
-    """Convert every file that landed on `date`, for every fab (what the demo runs until
-    the wafer-yield workflow exists)."""
-
-    date = luigi.DateParameter()
-
-    def requires(self) -> list[ConvertFile]:
-        landing = paths().root_path() / "landing"
-        days = sorted(landing.glob(f"*/{self.date:%Y-%m-%d}")) if landing.exists() else []
-        return [ConvertFile(path=str(f)) for day in days for f in landed_files(day)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,24 @@ def canonical(table):
     )
     keys = [name for name in SORT_KEYS if name in decoded.column_names]
     return decoded.sort_by([(k, "ascending") for k in keys])
+
+
+@contextlib.contextmanager
+def luigi_settings(**sections: dict[str, object]) -> Iterator[None]:
+    """Set luigi.cfg values for a block (`paths={"root": ...}`), then restore the sections."""
+    import luigi.configuration
+
+    config = luigi.configuration.get_config()
+    saved = {s: dict(config.items(s)) if config.has_section(s) else None for s in sections}
+    try:
+        for section, values in sections.items():
+            for key, value in values.items():
+                config.set(section, key, str(value))
+        yield
+    finally:
+        for section, values in saved.items():
+            config.remove_section(section)
+            if values is not None:
+                config.add_section(section)
+                for key, value in values.items():
+                    config.set(section, key, value)

@@ -11,7 +11,7 @@ import luigi.configuration
 import pytest
 
 from jobs.simulate import main as simulate
-from jobs.tasks import ConvertFile, ConvertLandingDay, content_sha256, landed_files
+from jobs.tasks import ConvertFile, content_sha256, landed_files
 
 DAY = "2026-11-18"
 
@@ -42,8 +42,8 @@ def day_files(root: Path) -> list[Path]:
 
 
 def test_a_day_converts_once_per_content(root: Path) -> None:
-    assert build(ConvertLandingDay(date=luigi.DateParameter().parse(DAY)))
     files = day_files(root)
+    assert build(*(ConvertFile(path=str(f)) for f in files))
     outputs = {Path(ConvertFile(path=str(f)).output().path).parent for f in files}
     assert {hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == {o.name for o in outputs}
     assert len(outputs) == len(files) - 1  # the duplicated file shares its twin's conversion
@@ -53,7 +53,7 @@ def test_a_day_converts_once_per_content(root: Path) -> None:
             "bins.parquet", "manifest.json", "parts.parquet", "results.parquet", "tests.parquet"
         ]  # fmt: skip
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert manifest["task"] == "ConvertFile" and manifest["stage_version"] == 1
+        assert manifest["task"] == "ConvertFile" and manifest["version_tag"] == "v1"
         assert manifest["input"]["sha256"] == folder.name
 
 
@@ -78,3 +78,14 @@ def test_content_hash_is_cached_and_follows_changes(root: Path, tmp_path: Path) 
     path.write_bytes(b"two!")
     assert content_sha256(path) != first
     assert (root / "cache" / "sha256.sqlite").exists()
+
+
+def test_an_unreadable_file_gets_a_verdict_not_an_exception(root: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.stdf"
+    junk.write_bytes(b"\x02\x00\x00\x0a" + bytes(range(200)))  # a FAR header, then garbage
+    task = ConvertFile(path=str(junk))
+    assert build(task) and task.complete()
+    verdict = json.loads(Path(task.output().path).read_text())
+    assert verdict["status"] == "unreadable" and str(junk) in verdict["error"]
+    assert verdict["input"]["sha256"] == Path(task.output().path).parent.name
+    assert sorted(p.name for p in Path(task.output().path).parent.iterdir()) == ["manifest.json"]

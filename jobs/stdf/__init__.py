@@ -310,7 +310,7 @@ def convert_stdf(
             **(lineage or {}),
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(work, outdir)
+        replace_dir(work, outdir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -327,7 +327,9 @@ def _remove_stale_work(outdir: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
+    """Move the finished folder `new` to `target`, replacing an existing one: a reader sees the
+    old folder, then for an instant none, then the new one; never a half-written folder."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         target.rename(old)

@@ -1,0 +1,663 @@
+"""The daily wafer-yield workflow: landing zone -> checked Parquet -> features -> model -> forecasts.
+
+    FabDayLanded(fab, date)   the landing day is _READY, or its deadline has passed (= offline)
+    IngestFab(fab, date)      every file of the fab's day converted once (ConvertFile), bad files
+                              quarantined, resent files read once; wafer-sort dies and results
+                              and the final-test units that landed that day as Parquet
+    QualityGate(date)         jobs/quality.py over every fab: a failed gate stops training
+    Features(date)            die features (jobs/features.py), all fabs of the day
+    Train(date)               a candidate on the labelled trailing window (jobs/model.py)
+    Validate(date)            candidate vs champion on the newest labelled day, walk-forward backtest
+    Deploy(date)              the decision record; the production pointer moves only on "deployed"
+    Score(date)               the production model's p_fail per die and wafer yield forecasts
+    WaferYieldDaily(date)     the day's summary: what was decided and why
+
+Run by the schedule for yesterday, or over a range with RangeDaily (see README). Labels (final
+test) arrive a day after wafer sort, so Train(date) learns from days before `date` and only
+from final-test files that had landed by `date`: a backfill decides exactly what the nightly
+run decided. Decisions (offline, quarantine, skip, keep) are output files, never exceptions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pandas as pd
+
+from . import features as feats
+from . import model as yield_model
+from . import quality
+from .alerts import alert
+from .config import paths, quality_gate, version_tag, wafer_yield, yield_model_settings
+from .tasks import ConvertFile, StageTask, landed_files, read_json, stage_dir, write_json
+
+WORKFLOW = "wafer_yield"
+
+
+# --- the landing zone ---------------------------------------------------------------------------
+
+
+def landing_day(fab: str, date: dt.date) -> Path:
+    return paths().root_path() / "landing" / fab / f"{date:%Y-%m-%d}"
+
+
+def is_ready(fab: str, date: dt.date) -> bool:
+    return (landing_day(fab, date) / "_READY").exists()
+
+
+def landing_deadline(date: dt.date) -> dt.datetime:
+    """When a fab's day counts as offline if it has no _READY marker."""
+    end_of_day = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return end_of_day + dt.timedelta(hours=wafer_yield().landing_deadline_hours)
+
+
+def in_history(date: dt.date) -> bool:
+    """Whether the floor existed on `date`: some fab landed something, or it was ingested."""
+    return any(landing_day(fab, date).exists() for fab in wafer_yield().fab_list()) or any(
+        IngestFab(fab=fab, date=date).folder().exists() for fab in wafer_yield().fab_list()
+    )
+
+
+def history_days(first: dt.date, last: dt.date) -> list[dt.date]:
+    days = (first + dt.timedelta(days=i) for i in range((last - first).days + 1))
+    return [d for d in days if in_history(d)]
+
+
+def previous_history_day(date: dt.date) -> dt.date | None:
+    days = history_days(date - dt.timedelta(days=wafer_yield().backtest_days), date - dt.timedelta(days=1))
+    return days[-1] if days else None
+
+
+def quarantine_file(path: Path, fab: str, date: dt.date, reason: dict[str, Any]) -> Path:
+    """Move a landed file to `{root}/quarantine/wafer_yield/{fab}/{date}/` with `NAME.reason.json`
+    beside it. The reason is written first and the move is a rename: a kill leaves the file either
+    in the landing zone (and the rerun quarantines it) or whole in quarantine."""
+    folder = paths().root_path() / "quarantine" / WORKFLOW / fab / f"{date:%Y-%m-%d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    write_json(folder / f"{path.name}.reason.json", {**reason, "from": str(path)})
+    try:
+        os.rename(path, target)
+    except OSError:  # another filesystem: copy whole, then remove the original
+        shutil.copy2(path, folder / f".{path.name}.tmp")
+        os.replace(folder / f".{path.name}.tmp", target)
+        path.unlink()
+    return target
+
+
+class DailyStage(StageTask):
+    """A stage with a `date`; reopens (becomes incomplete) when a fab that was offline when it
+    ran has delivered since, so the next run of the day includes the late fab."""
+
+    workflow = WORKFLOW
+    date = luigi.DateParameter()
+
+    def partition(self) -> str:
+        return f"date={self.date:%Y-%m-%d}"
+
+    def complete(self) -> bool:
+        if not super().complete():
+            return False
+        offline = self.manifest().get("offline_fabs", [])
+        return not any(is_ready(fab, self.date) for fab in offline)
+
+    def fabs(self) -> list[str]:
+        return wafer_yield().fab_list()
+
+    def ingests(self) -> list[IngestFab]:
+        return [IngestFab(fab=fab, date=self.date) for fab in self.fabs()]
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+class FabDayLanded(luigi.ExternalTask):
+    """A fab's landing day is there (_READY), or its deadline has passed and it counts as offline.
+    Before the deadline a missing day keeps everything downstream waiting."""
+
+    fab = luigi.Parameter()
+    date = luigi.DateParameter()
+
+    def complete(self) -> bool:
+        return is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date)
+
+
+class IngestFab(DailyStage):
+    """`ingest/{tag}/date=D/fab=F/`: dies.parquet and results.parquet (wafer sort) and
+    final_test.parquet (the final-test units that landed that day), or an offline record."""
+
+    stage = "ingest"
+    fab = luigi.Parameter()
+
+    def partition(self) -> str:
+        return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
+
+    def complete(self) -> bool:
+        if not StageTask.complete(self):
+            return False
+        return not (self.manifest()["status"] == "offline" and is_ready(self.fab, self.date))
+
+    def requires(self) -> FabDayLanded:
+        return FabDayLanded(fab=self.fab, date=self.date)
+
+    def run(self) -> Iterator[list[ConvertFile]]:
+        if not is_ready(self.fab, self.date):
+            self._record_offline()
+            return
+        files = landed_files(landing_day(self.fab, self.date))
+        self.set_status_message(f"converting {len(files)} files")
+        conversions = yield [ConvertFile(path=str(f)) for f in files]  # in parallel, once per content
+        readable, quarantined = self._quarantine_unreadable(files, conversions)
+        self.set_status_message(f"combining {len(readable)} conversions")
+        with self.publish() as (work, manifest):
+            manifest.update(status="ok", **ingest_files(readable, work))
+            manifest["quarantined"] = quarantined
+        self.set_progress_percentage(100)
+
+    def _record_offline(self) -> None:
+        deadline = landing_deadline(self.date).isoformat(timespec="minutes")
+        with self.publish() as (_, manifest):
+            manifest.update(status="offline", deadline_utc=deadline, rows={"dies": 0, "results": 0})
+        alert(
+            WORKFLOW,
+            self.task_id,
+            "error",
+            f"{self.fab} offline on {self.date}: no _READY by {deadline}; the day goes on without it",
+            fab=self.fab,
+            date=str(self.date),
+        )
+
+    def _quarantine_unreadable(
+        self, files: list[Path], conversions: list[ConvertFile]
+    ) -> tuple[list[tuple[Path, dict]], list[dict]]:
+        readable, quarantined = [], []
+        for path, target in zip(files, conversions, strict=True):
+            converted = read_json(Path(target.path))
+            if converted.get("status", "ok") == "ok":
+                readable.append((path, converted))
+                continue
+            reason = {
+                "check": "unreadable",
+                "error": converted["error"],
+                "byte_offset": converted["byte_offset"],
+            }
+            moved = quarantine_file(path, self.fab, self.date, reason)
+            quarantined.append({"file": path.name, "moved_to": str(moved), **reason})
+            alert(WORKFLOW, self.task_id, "warning", f"quarantined {converted['error']}", file=str(moved))
+        return readable, quarantined
+
+
+def ingest_files(readable: list[tuple[Path, dict]], work: Path) -> dict[str, Any]:
+    """Write the day's wafer-sort dies/results and final-test units into `work`; return the
+    manifest entries. A file resent under another name (same sha256) is read once: the copy
+    that landed first counts, later ones are listed as duplicates."""
+    seen: dict[str, str] = {}
+    sort_folders, test_folders, files, duplicates = [], [], [], []
+    for path, converted in sorted(readable, key=lambda item: (item[0].stat().st_mtime_ns, item[0].name)):
+        sha = converted["input"]["sha256"]
+        if sha in seen:
+            duplicates.append({"file": path.name, "same_as": seen[sha], "sha256": sha})
+            continue
+        seen[sha] = path.name
+        wafer_sort = bool(converted["file"]["wafers"])
+        (sort_folders if wafer_sort else test_folders).append(Path(path_of(converted)))
+        files.append(
+            {
+                "file": path.name,
+                "sha256": sha,
+                "flow": "wafer_sort" if wafer_sort else "final_test",
+                "job": converted["file"]["job"],
+                "parts": converted["rows"]["parts"],
+                "truncated": converted["truncated"],
+            }
+        )
+    dies, results = feats.combine_conversions(sort_folders)
+    jobs = {f["sha256"]: f["job"] for f in files}
+    dies["job"] = dies["source_sha256"].map(jobs).astype("string")
+    dies.to_parquet(work / "dies.parquet", index=False)
+    results.to_parquet(work / "results.parquet", index=False)
+    units, unparsed = final_test_units(test_folders)
+    units.to_parquet(work / "final_test.parquet", index=False)
+    return {
+        "files": files,
+        "duplicate_files": duplicates,
+        "truncated_files": [f["file"] for f in files if f["truncated"]],
+        "final_test_unparsed_units": unparsed,
+        "rows": {"dies": len(dies), "results": len(results), "final_test_units": len(units)},
+    }
+
+
+def path_of(converted: dict[str, Any]) -> Path:
+    """The conversion folder of a ConvertFile manifest."""
+    return stage_dir("convert") / converted["input"]["sha256"]
+
+
+def final_test_units(folders: list[Path]) -> tuple[pd.DataFrame, int]:
+    parts, _ = feats.combine_conversions(folders)
+    return feats.final_test_labels(parts)
+
+
+def read_ingest(fab: str, date: dt.date, tables: Iterable[str] = ("dies", "results")) -> dict[str, Any]:
+    folder = IngestFab(fab=fab, date=date).folder()
+    out: dict[str, Any] = {"ingest": read_json(folder / "manifest.json")}
+    for table in tables:
+        path = folder / f"{table}.parquet"
+        out[table] = pd.read_parquet(path) if path.exists() else None
+    return out
+
+
+def present_fabs(date: dt.date) -> tuple[list[str], list[str]]:
+    """(fabs ingested on `date`, fabs offline on `date`), from the ingest manifests."""
+    present, offline = [], []
+    for fab in wafer_yield().fab_list():
+        status = IngestFab(fab=fab, date=date).manifest()["status"]
+        (offline if status == "offline" else present).append(fab)
+    return present, offline
+
+
+# --- quality and features -------------------------------------------------------------------------
+
+
+class QualityGate(DailyStage):
+    """`quality/{tag}/date=D/report.json`: every check of jobs/quality.py over the day's fabs."""
+
+    stage = "quality"
+
+    def requires(self) -> list[IngestFab]:
+        return self.ingests()
+
+    def run(self) -> None:
+        present, offline = present_fabs(self.date)
+        self.set_status_message(f"checking {', '.join(present) or 'no fab'}")
+        tables = {fab: read_ingest(fab, self.date) for fab in present}
+        settings = quality_gate()
+        limits = quality.Thresholds(
+            min_completeness=settings.min_completeness,
+            max_duplicate_die_share=settings.max_duplicate_die_share,
+            max_nonfinite_share=settings.max_nonfinite_share,
+            max_abs_coord=settings.max_abs_coord,
+            max_test_time_ms=settings.max_test_time_ms,
+        )
+        report = quality.gate(tables, limits)
+        with self.publish() as (work, manifest):
+            write_json(work / "report.json", report)
+            manifest.update(passed=report["passed"], failed=report["failed"], warnings=report["warnings"])
+            manifest.update(fabs=present, offline_fabs=offline)
+        if not report["passed"]:
+            failed = "; ".join(report["failed"])
+            alert(WORKFLOW, self.task_id, "error", f"quality gate failed on {self.date}: {failed}")
+
+
+class Features(DailyStage):
+    """`features/{tag}/date=D/features.parquet`: one row per wafer-sort die of every fab present."""
+
+    stage = "features"
+
+    def requires(self) -> list[IngestFab]:
+        return self.ingests()
+
+    def run(self) -> None:
+        present, offline = present_fabs(self.date)
+        frames = []
+        for i, fab in enumerate(present):
+            self.set_status_message(f"features of {fab}")
+            tables = read_ingest(fab, self.date)
+            frames.append(feats.build_features(tables["dies"], tables["results"], fab=fab))
+            self.set_progress_percentage(100 * (i + 1) // max(len(present), 1))
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        with self.publish() as (work, manifest):
+            table.to_parquet(work / "features.parquet", index=False)
+            rows_per_fab = table.groupby("fab").size().to_dict() if len(table) else {}
+            manifest.update(fabs=present, offline_fabs=offline, rows={"dies": len(table), **rows_per_fab})
+
+
+def read_features(date: dt.date) -> pd.DataFrame:
+    frame = pd.read_parquet(Features(date=date).folder() / "features.parquet")
+    frame["date"] = date
+    return frame
+
+
+def labels_landed(first: dt.date, last: dt.date) -> pd.DataFrame:
+    """Every final-test unit that landed from `first` to `last` (any fab), as labels."""
+    frames = []
+    for day in history_days(first, last):
+        for fab in wafer_yield().fab_list():
+            path = IngestFab(fab=fab, date=day).folder() / "final_test.parquet"
+            if path.exists():
+                frames.append(pd.read_parquet(path))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in LABEL_TYPES.items()})
+    # a unit resent on a later day counts once, with its latest result
+    return pd.concat(frames, ignore_index=True).drop_duplicates(feats.FEATURE_KEY, keep="last")
+
+
+LABEL_TYPES = {
+    "lot_id": "str",
+    "wafer_id": "str",
+    "x_coord": "int16",
+    "y_coord": "int16",
+    "ft_failed": "boolean",
+}
+
+
+def labelled_days(days: list[dt.date], known_by: dt.date) -> pd.DataFrame:
+    """Features of `days` with the labels that had landed by `known_by` (null: not yet known)."""
+    if not days:
+        return pd.DataFrame()
+    frame = pd.concat([read_features(d) for d in days], ignore_index=True)
+    return feats.join_labels(frame, labels_landed(days[0] + dt.timedelta(days=1), known_by))
+
+
+# --- model -----------------------------------------------------------------------------------------
+
+
+def model_params() -> yield_model.ModelParams:
+    settings = yield_model_settings()
+    return yield_model.ModelParams(
+        seed=settings.seed,
+        k_tests=settings.top_tests,
+        n_estimators=settings.n_estimators,
+        max_depth=settings.max_depth or None,
+        min_samples_leaf=settings.min_samples_leaf,
+        max_samples=settings.max_samples or None,
+        n_jobs=settings.n_jobs,
+    )
+
+
+def registry() -> Path:
+    return paths().root_path() / "models" / "registry"
+
+
+class Train(DailyStage):
+    """`models/{tag}/date=D/`: a candidate trained on the labelled trailing window, or the
+    reason there is none (quality gate, insufficient data)."""
+
+    stage = "train"
+    resources = {"training": 1}  # noqa: RUF012 - luigi's own attribute
+
+    def complete(self) -> bool:  # a decision stands: a late fab does not retrain a past day
+        return StageTask.complete(self)
+
+    def window(self) -> list[dt.date]:
+        """The window's days before `date` (plus one more: the newest labelled one validates)."""
+        days = wafer_yield().train_window_days + 1
+        return history_days(self.date - dt.timedelta(days=days), self.date - dt.timedelta(days=1))
+
+    def requires(self) -> dict[str, Any]:
+        return {
+            "gate": QualityGate(date=self.date),
+            "today": Features(date=self.date),
+            "window": [Features(date=d) for d in self.window()],
+            "labels": self.ingests(),  # final test of the day before lands today
+        }
+
+    def run(self) -> None:
+        settings = wafer_yield()
+        gate = self.requires()["gate"].manifest()
+        new_devices = Features(date=self.date).manifest()["rows"]["dies"]
+        if not gate["passed"]:
+            return self._skip("skipped: quality gate", failed_checks=gate["failed"])
+        if new_devices < settings.min_devices:
+            return self._skip(
+                f"skipped: insufficient data ({new_devices} < {settings.min_devices} devices)",
+                new_devices=new_devices,
+            )
+        self.set_status_message("loading the labelled window")
+        window = labelled_days(self.window(), known_by=self.date)
+        labelled = window[window["ft_failed"].notna() & window["ws_passed"]] if len(window) else window
+        days = sorted(labelled["date"].unique()) if len(labelled) else []
+        if len(days) < 2:
+            return self._skip(
+                f"skipped: insufficient data ({len(days)} labelled days < 2)", new_devices=new_devices
+            )
+        holdout, train_days = days[-1], days[:-1][-settings.train_window_days :]
+        train = labelled[labelled["date"].isin(train_days)]
+        if len(train) < settings.min_devices:
+            return self._skip(
+                f"skipped: insufficient data ({len(train)} < {settings.min_devices} labelled devices)",
+                new_devices=new_devices,
+            )
+        self.set_status_message(f"training on {len(train)} dies of {len(train_days)} days")
+        self.set_progress_percentage(20)
+        params = model_params()
+        selected = yield_model.select_tests(train, params.k_tests, seed=params.seed)
+        candidate = yield_model.train_model(train, yield_model.model_features(selected), params)
+        with self.publish() as (work, manifest):
+            saved = yield_model.save_model(candidate, work)
+            manifest.update(
+                status="trained",
+                holdout_day=str(holdout),
+                train_days=[str(d) for d in train_days],
+                rows={"train": len(train), "new_devices": new_devices},
+                model=saved,
+            )
+
+    def _skip(self, decision: str, **numbers: Any) -> None:
+        with self.publish() as (_, manifest):
+            manifest.update(status="skipped", decision=decision, **numbers)
+        alert(WORKFLOW, self.task_id, "warning", f"{self.date}: training {decision}", **numbers)
+
+
+def champion_before(date: dt.date, deploy: Deploy | None) -> dict[str, Any] | None:
+    """The production model when `date`'s run starts: as the previous day's Deploy decision left
+    it, or, on the first day of the history, the registry's production model if it predates
+    `date` (e.g. one deployed by hand; a rerun of history must not meet a model from its future)."""
+    if deploy is not None:
+        return deploy.manifest().get("production_after")
+    pointer = yield_model.production(registry())
+    if pointer is None or pointer["record"].get("date", "") >= str(date):
+        return None
+    return {"folder": pointer["model"], **pointer["record"]}
+
+
+class Validate(DailyStage):
+    """`validation/{tag}/date=D/metrics.json`: candidate and champion on the holdout day, and a
+    walk-forward backtest of the predictions made over the last days."""
+
+    stage = "validate"
+
+    def complete(self) -> bool:
+        return StageTask.complete(self)
+
+    def previous_deploy(self) -> Deploy | None:
+        previous = previous_history_day(self.date)
+        return Deploy(date=previous) if previous else None
+
+    def requires(self) -> dict[str, Any]:
+        previous = self.previous_deploy()
+        return {"train": Train(date=self.date), **({"previous": previous} if previous else {})}
+
+    def run(self) -> None:
+        trained = Train(date=self.date).manifest()
+        champion = champion_before(self.date, self.previous_deploy())
+        metrics: dict[str, Any] = {"champion_model": champion, "backtest": self.backtest()}
+        if trained["status"] == "trained":
+            holdout = dt.date.fromisoformat(trained["holdout_day"])
+            day = labelled_days([holdout], known_by=self.date)
+            day = day[day["ft_failed"].notna() & day["ws_passed"]]
+            self.set_status_message(f"scoring the holdout day {holdout}")
+            candidate = yield_model.load_model(Train(date=self.date).folder())
+            metrics["holdout_day"] = str(holdout)
+            metrics["candidate"] = yield_model.evaluate(candidate, day)
+            if champion:
+                metrics["champion"] = yield_model.evaluate(
+                    yield_model.load_model(Path(champion["folder"])), day
+                )
+        with self.publish() as (work, manifest):
+            write_json(work / "metrics.json", metrics)
+            manifest.update(status=trained["status"], **metrics)
+
+    def backtest(self) -> dict[str, Any]:
+        """How the predictions made on each of the last days fared against the labels known now."""
+        first = self.date - dt.timedelta(days=wafer_yield().backtest_days)
+        days = [
+            d for d in history_days(first, self.date - dt.timedelta(days=1)) if predictions_path(d).exists()
+        ]
+        if not days:
+            return {"days": 0}
+        labels = labels_landed(first + dt.timedelta(days=1), self.date)
+        per_day = {
+            str(d): yield_model.score_predictions(pd.read_parquet(predictions_path(d)), labels) for d in days
+        }
+        aucs = [m["auc"] for m in per_day.values() if m.get("auc") is not None]
+        return {"days": len(per_day), "mean_auc": sum(aucs) / len(aucs) if aucs else None, "per_day": per_day}
+
+
+class Deploy(DailyStage):
+    """`deploy/{tag}/date=D/decision.json`: deployed, kept champion, or skipped, with numbers."""
+
+    stage = "deploy"
+
+    def complete(self) -> bool:
+        return StageTask.complete(self)
+
+    def requires(self) -> Validate:
+        return Validate(date=self.date)
+
+    def run(self) -> None:
+        validation = Validate(date=self.date).manifest()
+        trained = Train(date=self.date).manifest()
+        champion = validation["champion_model"]
+        if trained["status"] != "trained":
+            record = {"decision": trained["decision"], "production_after": champion}
+        else:
+            record = self._judge(trained, validation, champion)
+        record["pointer_moved"] = False
+        if record["decision"] == "deployed":
+            record["pointer_moved"] = self._promote(record)
+        with self.publish() as (work, manifest):
+            write_json(work / "decision.json", record)
+            manifest.update(record)
+
+    def _judge(self, trained: dict, validation: dict, champion: dict | None) -> dict[str, Any]:
+        settings = wafer_yield()
+        new = validation["candidate"]
+        old = validation.get("champion")
+        numbers = {"candidate": new, "champion": old, "auc_margin": settings.auc_margin}
+        candidate = {
+            "folder": str(Train(date=self.date).folder()),
+            "date": str(self.date),
+            **trained["model"],
+        }
+        kept = {"decision": "kept champion" if champion else "not deployed", "production_after": champion}
+        if new["accuracy"] < settings.min_accuracy:
+            why = f"accuracy {new['accuracy']:.4f} < {settings.min_accuracy}"
+            alert(WORKFLOW, self.task_id, "error", f"candidate not deployed: {why}", **numbers)
+            return {**kept, "why": why, **numbers}
+        if old and new["auc"] < old["auc"] + settings.auc_margin:
+            why = (
+                f"AUC {new['auc']:.4f} does not beat the champion's {old['auc']:.4f} by {settings.auc_margin}"
+            )
+            return {**kept, "why": why, **numbers}
+        against = f"AUC {new['auc']:.4f} vs champion {old['auc']:.4f}" if old else "first model"
+        why = f"{against}, accuracy {new['accuracy']:.4f}"
+        return {"decision": "deployed", "why": why, "production_after": candidate, **numbers}
+
+    def _promote(self, record: dict[str, Any]) -> bool:
+        """Point production at the new model, unless a later day's decision already moved it (a
+        backfill of an old day must not roll production back)."""
+        current = yield_model.production(registry())
+        if current and current["record"].get("date", "") > str(self.date):
+            return False
+        model = record["production_after"]
+        if not (current and current["record"].get("sha256") == model["sha256"]):  # else: rerun after a kill
+            kept = {"date": str(self.date), "sha256": model["sha256"], "why": record["why"]}
+            yield_model.promote(registry(), Path(model["folder"]), kept)
+        return True
+
+
+# --- scoring and the daily summary -----------------------------------------------------------
+
+
+def predictions_path(date: dt.date) -> Path:
+    return Score(date=date).folder() / "predictions.parquet"
+
+
+class Score(DailyStage):
+    """`predictions/{tag}/date=D/predictions.parquet` (p_fail per wafer-sort-passing die) and
+    `wafers.parquet` (yield forecast per wafer), by the production model as of that day."""
+
+    stage = "score"
+
+    def requires(self) -> dict[str, Any]:
+        return {"features": Features(date=self.date), "deploy": Deploy(date=self.date)}
+
+    def run(self) -> None:
+        production = Deploy(date=self.date).manifest()["production_after"]
+        present, offline = present_fabs(self.date)
+        if production is None:
+            with self.publish() as (_, manifest):
+                manifest.update(status="no production model", fabs=present, offline_fabs=offline)
+            return
+        self.set_status_message(f"scoring with the model of {production.get('date')}")
+        model = yield_model.load_model(Path(production["folder"]))
+        dies = read_features(self.date)
+        scored = dies.assign(p_fail=model.predict_proba(dies))
+        wafers = yield_model.wafer_forecast(scored)
+        floor = wafer_yield().min_forecast_yield
+        low = wafers[wafers["forecast_yield"] < floor]
+        with self.publish() as (work, manifest):
+            keep = [*feats.FEATURE_KEY, "fab", "ws_passed", "p_fail"]
+            scored.loc[scored["ws_passed"], keep].to_parquet(work / "predictions.parquet", index=False)
+            wafers.to_parquet(work / "wafers.parquet", index=False)
+            manifest.update(status="scored", model=production, fabs=present, offline_fabs=offline)
+            manifest.update(rows={"dies": int(scored["ws_passed"].sum()), "wafers": len(wafers)})
+            manifest["low_yield_wafers"] = low[["fab", "lot_id", "wafer_id", "forecast_yield"]].to_dict(
+                "records"
+            )
+        if len(low):
+            message = f"{len(low)} wafer(s) forecast below {floor:.0%} yield on {self.date}"
+            alert(WORKFLOW, self.task_id, "warning", message, wafers=manifest["low_yield_wafers"])
+
+
+class WaferYieldDaily(DailyStage):
+    """The day as the schedule runs it; `wafer_yield_daily/{tag}/date=D/manifest.json` is its summary."""
+
+    stage = "daily"
+
+    def requires(self) -> dict[str, Any]:
+        return {"score": Score(date=self.date), "gate": QualityGate(date=self.date), "ingest": self.ingests()}
+
+    def run(self) -> None:
+        present, offline = present_fabs(self.date)
+        ingests = [IngestFab(fab=f, date=self.date).manifest() for f in present]
+        decision = Deploy(date=self.date).manifest()
+        score = Score(date=self.date).manifest()
+        with self.publish() as (_, manifest):
+            manifest.update(
+                fabs=present,
+                offline_fabs=offline,
+                dies=sum(m["rows"]["dies"] for m in ingests),
+                quarantined=[q["file"] for m in ingests for q in m["quarantined"]],
+                resent=[d["file"] for m in ingests for d in m["duplicate_files"]],
+                quality_gate=QualityGate(date=self.date).manifest()["failed"] or "passed",
+                decision=decision["decision"],
+                why=decision.get("why", ""),
+                production=(decision["production_after"] or {}).get("date"),
+                scored=score["status"],
+                low_yield_wafers=len(score.get("low_yield_wafers", [])),
+            )
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
+        """Which of these days are complete, from one listing of the summaries (RangeDaily)."""
+        base = stage_dir("daily")
+        done = (
+            {p.parent.name[len("date=") :] for p in base.glob("date=*/manifest.json")}
+            if base.exists()
+            else set()
+        )
+        complete = []
+        for date in parameter_tuples:
+            if f"{date:%Y-%m-%d}" in done and cls(date=date).complete():  # complete() only reads JSON
+                complete.append(date)
+        return complete
+
+
+__all__ = ["WaferYieldDaily", "version_tag"]

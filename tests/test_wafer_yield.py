@@ -1,0 +1,248 @@
+"""The wafer-yield workflow under Luigi on a small simulated week (2 fabs, 2 wafers a fab-day).
+
+The week has a corrupted file (fab1, day 3), a file resent under another name (fab2, day 2) and
+fab2 offline on day 5. It is first run with a gap (days 3 and 4 not requested), then backfilled
+with RangeDaily; the tests after that check reruns, version bumps and decisions on that floor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import luigi
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+from luigi.task_register import Register
+from luigi.tools.range import RangeDaily
+
+from jobs.alerts import read_alerts
+from jobs.model import load_model, production
+from jobs.ranges import RangeOutsideLookBack
+from jobs.simulate import main as simulate
+from jobs.tasks import read_json, stage_dir
+from jobs.wafer_yield import (
+    Deploy,
+    FabDayLanded,
+    Features,
+    IngestFab,
+    QualityGate,
+    Score,
+    Train,
+    WaferYieldDaily,
+    landing_day,
+    registry,
+)
+from tests.conftest import luigi_settings
+
+FIRST = dt.date(2026, 11, 10)
+DAYS = [FIRST + dt.timedelta(days=i) for i in range(7)]
+GAP = DAYS[2:4]
+SETTINGS = {"wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000}}
+
+
+def run(*tasks: luigi.Task, workers: int = 2) -> LuigiStatusCode:
+    result = luigi.build(
+        list(tasks), local_scheduler=True, workers=workers, log_level="WARNING", detailed_summary=True
+    )
+    return result.status
+
+
+def build(*tasks: luigi.Task, workers: int = 2) -> bool:
+    """Whether every task ran or was complete (luigi.build alone says True when inputs are missing)."""
+    return run(*tasks, workers=workers) in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def week_range() -> RangeDaily:
+    """A fresh RangeDaily, as each command line makes (luigi caches instances with their
+    requirements; a cached one would not see what changed since)."""
+    Register.clear_instance_cache()
+    return RangeDaily(
+        of=WaferYieldDaily, param_name="date", start=DAYS[0], stop=DAYS[-1] + dt.timedelta(days=1)
+    )
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("manifest.json")}
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("floor")
+    faults = f"corrupted:fab1:{DAYS[2]},duplicated:fab2:{DAYS[1]},offline:fab2:{DAYS[4]}"
+    args = ["--root", str(root), "--start", str(FIRST), "--days", "7", "--fabs", "fab1,fab2"]
+    assert simulate([*args, "--lots", "1", "--wafers", "2", "--faults", faults, "--quiet"]) == 0
+    with luigi_settings(paths={"root": root}, **SETTINGS):
+        assert build(*(WaferYieldDaily(date=d) for d in DAYS if d not in GAP))
+        yield root
+
+
+def summary(day: dt.date) -> dict:
+    return read_json(Path(WaferYieldDaily(date=day).output().path))
+
+
+def test_the_week_decides_every_day(week: Path) -> None:
+    decisions = {d: Deploy(date=d).manifest() for d in DAYS}
+    assert decisions[DAYS[0]]["decision"] == "skipped: insufficient data (0 labelled days < 2)"
+    assert decisions[DAYS[1]]["decision"] == "skipped: insufficient data (1 labelled days < 2)"
+    assert decisions[DAYS[2]]["decision"] == "deployed"  # the first model: trained on day 1, held out day 2
+    assert {decisions[d]["decision"] for d in DAYS[3:]} <= {"deployed", "kept champion"}
+    for day in DAYS[2:]:
+        trained = Train(date=day).manifest()
+        assert trained["status"] == "trained" and trained["holdout_day"] < str(day)
+        assert all(d < trained["holdout_day"] for d in trained["train_days"])
+        validated = Deploy(date=day).manifest()["candidate"]
+        assert 0.6 < validated["auc"] <= 1 and validated["accuracy"] >= 0.9
+    # the production pointer names the newest deployed model, and its bytes match its sha256
+    newest = max(d for d in DAYS if decisions[d]["decision"] == "deployed")
+    current = production(registry())
+    assert current["record"]["date"] == str(newest)
+    assert load_model(Path(current["model"])).features == Train(date=newest).manifest()["model"]["features"]
+    # scoring: predictions and wafer forecasts from the first day with a production model on
+    for day in set(DAYS) - set(GAP):
+        scored = Score(date=day).manifest()
+        assert scored["status"] == ("scored" if day >= DAYS[2] else "no production model")
+
+
+def test_offline_fab_is_recorded_alerted_and_the_day_goes_on(week: Path) -> None:
+    offline = DAYS[4]
+    assert IngestFab(fab="fab2", date=offline).manifest()["status"] == "offline"
+    assert Features(date=offline).manifest()["fabs"] == ["fab1"]
+    day = summary(offline)
+    assert day["offline_fabs"] == ["fab2"] and day["fabs"] == ["fab1"] and day["dies"] > 0
+    assert any("fab2 offline on" in a["message"] for a in read_alerts(week / "alerts" / "alerts.jsonl"))
+
+
+def test_unreadable_file_is_quarantined_with_its_reason(week: Path) -> None:
+    faults = json.loads((week / "truth" / "faults.json").read_text())["faults"]
+    corrupted = next(Path(f["file"]).name for f in faults if f["kind"] == "corrupted")
+    held = week / "quarantine" / "wafer_yield" / "fab1" / str(DAYS[2])
+    assert (held / corrupted).exists() and not (landing_day("fab1", DAYS[2]) / corrupted).exists()
+    reason = json.loads((held / f"{corrupted}.reason.json").read_text())
+    assert reason["check"] == "unreadable" and corrupted in reason["error"] and reason["byte_offset"] > 0
+    ingest = IngestFab(fab="fab1", date=DAYS[2]).manifest()
+    assert [q["file"] for q in ingest["quarantined"]] == [corrupted]
+    assert ingest["rows"]["dies"] > 1000  # the day's other wafer is still there
+
+
+def test_a_resent_file_is_read_once(week: Path) -> None:
+    ingest = IngestFab(fab="fab2", date=DAYS[1]).manifest()
+    assert len(ingest["duplicate_files"]) == 1 and ingest["duplicate_files"][0]["file"].endswith(
+        ".resent.stdf.gz"
+    )
+    gate = read_json(QualityGate(date=DAYS[1]).folder() / "report.json")
+    assert gate["passed"] and "fab2: files" in gate["warnings"]
+
+
+def test_range_daily_backfills_the_gap_and_only_the_gap(week: Path) -> None:
+    with luigi_settings(paths={"root": week}, **SETTINGS):
+        assert not any(WaferYieldDaily(date=d).complete() for d in GAP)
+        before = mtimes(stage_dir("daily"))
+        assert build(week_range())
+        assert all(WaferYieldDaily(date=d).complete() for d in DAYS)
+        after = mtimes(stage_dir("daily"))
+        assert {k: v for k, v in after.items() if k in before} == before
+        assert sorted(set(after) - set(before)) == [f"date={d}/manifest.json" for d in GAP]
+        # the no-op rerun: one listing finds every day complete, nothing runs
+        assert WaferYieldDaily.bulk_complete(DAYS) == DAYS
+        everything = mtimes(week)
+        assert build(week_range())
+        assert mtimes(week) == everything
+
+
+def test_a_version_bump_reruns_that_stage_and_downstream_only(week: Path) -> None:
+    with luigi_settings(paths={"root": week}, **SETTINGS):
+        upstream = {stage: mtimes(stage_dir(stage)) for stage in ("ingest", "features", "train", "deploy")}
+        old_scores = stage_dir("score")
+        with luigi_settings(versions={"score": 2}):
+            assert stage_dir("score") != old_scores and not WaferYieldDaily(date=DAYS[-1]).complete()
+            assert build(week_range())
+            assert {stage: mtimes(stage_dir(stage)) for stage in upstream} == upstream
+            assert all(Score(date=d).complete() for d in DAYS)
+            assert Path(WaferYieldDaily(date=DAYS[-1]).output().path).parent.parent.name.endswith(".2.1")
+
+
+def test_too_few_devices_skip_training_with_an_alert(week: Path) -> None:
+    with (
+        luigi_settings(paths={"root": week}, versions={"train": 2}, **SETTINGS),
+        luigi_settings(wafer_yield={"min_devices": 100000}),
+    ):
+        assert build(Deploy(date=DAYS[2]))
+        decision = Deploy(date=DAYS[2]).manifest()
+        assert decision["decision"].startswith("skipped: insufficient data (")
+        assert decision["decision"].endswith(" < 100000 devices)") and not decision["pointer_moved"]
+        alerts = read_alerts(week / "alerts" / "alerts.jsonl")
+        assert any("< 100000 devices" in a["message"] for a in alerts)
+
+
+def test_a_candidate_that_is_not_better_keeps_the_champion(week: Path) -> None:
+    pointer = (week / "models" / "registry" / "production.json").read_bytes()
+    with (
+        luigi_settings(paths={"root": week}, versions={"deploy": 2}, **SETTINGS),
+        luigi_settings(wafer_yield={"auc_margin": 1.0}),
+    ):
+        assert build(Deploy(date=DAYS[3]))
+        assert Deploy(date=DAYS[2]).manifest()["decision"] == "deployed"  # no champion yet
+        kept = Deploy(date=DAYS[3]).manifest()
+        assert kept["decision"] == "kept champion" and "does not beat the champion" in kept["why"]
+        assert kept["production_after"]["date"] == str(DAYS[2])
+    # re-deciding old days never rolls production back past a newer day's model
+    assert (week / "models" / "registry" / "production.json").read_bytes() == pointer
+
+
+def test_a_failed_quality_gate_stops_training(tmp_path: Path) -> None:
+    day = DAYS[0]
+    args = ["--root", str(tmp_path), "--start", str(day), "--days", "1", "--fabs", "fab1", "--lots", "1"]
+    assert simulate([*args, "--wafers", "2", "--quiet"]) == 0
+    folder = landing_day("fab1", day)
+    with luigi_settings(paths={"root": tmp_path}):
+        folder = landing_day("fab1", day)
+        wafer = sorted(folder.glob("*_01.stdf.gz"))[0]
+        # the same wafer sent again with other bytes (another gzip level): its dies twice
+        (folder / "RESENT_01.stdf.gz").write_bytes(gzip.compress(gzip.decompress(wafer.read_bytes()), 1))
+        with luigi_settings(wafer_yield={"fabs": "fab1", "min_devices": 100}):
+            assert build(Train(date=day))
+            gate = QualityGate(date=day).manifest()
+            assert not gate["passed"] and gate["failed"] == ["fab1: duplicate dies"]
+            assert Train(date=day).manifest()["decision"] == "skipped: quality gate"
+
+
+def test_a_missing_day_waits_for_its_deadline_then_is_offline_and_reopens_on_arrival(tmp_path: Path) -> None:
+    day = dt.date.today() - dt.timedelta(days=1)
+    with luigi_settings(
+        paths={"root": tmp_path}, wafer_yield={"fabs": "fab1", "landing_deadline_hours": 1e6}
+    ):
+        assert not FabDayLanded(fab="fab1", date=day).complete()
+        assert run(IngestFab(fab="fab1", date=day)) == LuigiStatusCode.MISSING_EXT  # waits for the fab
+        with luigi_settings(wafer_yield={"landing_deadline_hours": 0}):
+            assert build(IngestFab(fab="fab1", date=day))
+            assert IngestFab(fab="fab1", date=day).manifest()["status"] == "offline"
+            landing_day("fab1", day).mkdir(parents=True)
+            (landing_day("fab1", day) / "_READY").touch()
+            assert not IngestFab(fab="fab1", date=day).complete()  # the late fab reopens its day
+
+
+def test_a_range_older_than_the_look_back_says_so(tmp_path: Path) -> None:
+    now = int(dt.datetime(2026, 11, 24, tzinfo=dt.UTC).timestamp())
+    with luigi_settings(paths={"root": tmp_path}):
+        old = RangeDaily(
+            of=WaferYieldDaily,
+            param_name="date",
+            start=dt.date(2020, 1, 1),
+            stop=dt.date(2020, 1, 3),
+            now=now,
+        )
+        outside = [t for t in old.requires() if isinstance(t, RangeOutsideLookBack)]
+        assert len(outside) == 1 and outside[0].option == "days-back" and not outside[0].complete()
+        assert run(old) == LuigiStatusCode.MISSING_EXT  # not "Did not run any tasks"
+        recent = RangeDaily(
+            of=WaferYieldDaily,
+            param_name="date",
+            start=dt.date(2026, 11, 1),
+            stop=dt.date(2026, 11, 3),
+            now=now,
+        )
+        assert not any(isinstance(t, RangeOutsideLookBack) for t in recent.requires())
