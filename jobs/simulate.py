@@ -41,7 +41,23 @@ run can add days to the same root; oracle.json and faults.json are merged).
 
 Faults (`--faults`) damage the floor the way real ones do: KIND:FAB:DATE[..DATE][:PARAM],
 comma-separated, KIND one of `FAULT_KINDS` (offline, truncated, corrupted, duplicated,
-localtime). Each applied fault is recorded in truth/faults.json with the file and byte offsets.
+localtime, dialect). Each applied fault is recorded in truth/faults.json with the file and byte
+offsets.
+
+``dialect:FAB:DATE[..DATE]`` (no PARAM) writes that fab's wafer-sort files of those days in its
+own test-program dialect, as fabs running their own flavour of a program do: the same tests and
+TEST_NUMs, but some families in other units, their RESULT, LO_LIMIT, HI_LIMIT and TSR statistics
+scaled to match (RES_SCAL stays 0), and some tests named differently (`DIALECT_UNITS`,
+`DIALECT_RENAMES`; `dialect_of(name, units)` gives one test's dialect name, units and factor):
+
+    IDD_ACT*      mA -> A    x 0.001      IDD_ACT{n}  -> IDD_ACTIVE_{n}
+    VOH_*, VOL_*  V  -> mV   x 1000       FMAX_RO{n}  -> RO_FMAX_{n}
+    IIH_*, IIL_*  uA -> nA   x 1000       VTH_N_PM{n} -> VTN_PM_{n}     (a _C{k} suffix is kept)
+
+The dies, their results, bins and final test, and so the truth and oracle, are those of the
+run without the fault; only the representation changes. faults.json gets one entry per fab-day
+with the unit rules applied (`units`: pattern -> [from, to, factor]), the renamed tests
+(`renames`: standard name -> dialect name) and the files.
 """
 
 from __future__ import annotations
@@ -49,10 +65,12 @@ from __future__ import annotations
 import argparse
 import calendar
 import datetime as dt
+import fnmatch
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -289,14 +307,25 @@ class Program:
     time_ms: np.ndarray
     soft_bin: np.ndarray  # when the test fails
     defect_weight: np.ndarray  # FTR: share of functional defects that fail this test
+    # How the program writes its results: values, limits and statistics in STDF are the model's
+    # (nominal, lo, hi: the standard units) times this factor per test; None = 1. A dialect's
+    # program (`dialect_program`) has other names and units and a factor; the model is the same.
+    factor: np.ndarray | None = None
 
     @functools.cached_property
     def c_format(self) -> np.ndarray:
         """PTR C_RESFMT per test: about four significant digits at the nominal value."""
-        magnitude = np.floor(
-            np.log10(np.where(np.isfinite(self.nominal) & (self.nominal != 0), abs(self.nominal), 1))
-        )
+        nominal = self.written(self.nominal)
+        magnitude = np.floor(np.log10(np.where(np.isfinite(nominal) & (nominal != 0), abs(nominal), 1)))
         return np.char.add(np.char.add("%.", np.clip(3 - magnitude, 0, 6).astype(int).astype(str)), "f")
+
+    def written(self, value: np.ndarray, test: np.ndarray | None = None) -> np.ndarray:
+        """Model values (of every test, or of tests `test`, along the last axis) in the units the
+        program writes: unchanged without a factor, else scaled and kept in the input's float type."""
+        if self.factor is None:
+            return value
+        factor = self.factor if test is None else self.factor[test]
+        return (value * factor).astype(np.result_type(value, np.float32))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -380,6 +409,77 @@ def _program(name: str, tests: list[TestDef], number_step: int) -> Program:
         soft_bin=np.array([t.soft_bin for t in tests]),
         defect_weight=np.array([t.defect_weight for t in tests]),
     )
+
+
+# The other test-program dialect (the `dialect` fault). A fab running its own flavour of the
+# wafer-sort program reports some families in other units and names some tests differently; the
+# tests, their TEST_NUMs, limits and results are the same. Rules are on the standard names:
+#   units   IDD_ACT*  mA -> A   (x 0.001)     VOH_*, VOL_*  V -> mV  (x 1000)
+#           IIH_*, IIL_*  uA -> nA  (x 1000)
+#   names   IDD_ACT{n} -> IDD_ACTIVE_{n}      FMAX_RO{n} -> RO_FMAX_{n}      VTH_N_PM{n} -> VTN_PM_{n}
+#           (a further condition's suffix _C{k} is kept: FMAX_RO2_C1 -> RO_FMAX_2_C1)
+# Dialect value = standard value x factor, for RESULT, LO_LIMIT, HI_LIMIT and the TSR statistics
+# (RES_SCAL stays 0); PASS/FAIL flags are the standard program's.
+DIALECT_UNITS: tuple[tuple[str, str, str, float], ...] = (  # fnmatch pattern, from, to, factor
+    ("IDD_ACT*", "mA", "A", 0.001),
+    ("VOH_*", "V", "mV", 1000.0),
+    ("VOL_*", "V", "mV", 1000.0),
+    ("IIH_*", "uA", "nA", 1000.0),
+    ("IIL_*", "uA", "nA", 1000.0),
+)
+DIALECT_RENAMES: tuple[tuple[str, str], ...] = (  # regex (whole name) -> template
+    (r"IDD_ACT(\d+)(_C\d+)?", r"IDD_ACTIVE_\1\2"),
+    (r"FMAX_RO(\d+)(_C\d+)?", r"RO_FMAX_\1\2"),
+    (r"VTH_N_PM(\d+)(_C\d+)?", r"VTN_PM_\1\2"),
+)
+
+
+def _dialect_unit_rule(name: str, units: str) -> tuple[str, str, str, float] | None:
+    for rule in DIALECT_UNITS:
+        if units == rule[1] and fnmatch.fnmatchcase(name, rule[0]):
+            return rule
+    return None
+
+
+def dialect_of(name: str, units: str) -> tuple[str, str, float]:
+    """A standard wafer-sort test (TEST_TXT, UNITS) as the dialect writes it: (name, units, factor),
+    dialect value = standard value x factor. A unit rule applies only to a test in the rule's
+    standard units; a test the dialect leaves alone comes back unchanged with factor 1.0."""
+    renamed = name
+    for pattern, template in DIALECT_RENAMES:
+        match = re.fullmatch(pattern, name)
+        if match:
+            renamed = match.expand(template)
+            break
+    rule = _dialect_unit_rule(name, units)
+    return (renamed, units, 1.0) if rule is None else (renamed, rule[2], rule[3])
+
+
+@functools.cache
+def dialect_program(n_ptr: int) -> Program:
+    """The wafer-sort program as a fab with its own dialect writes it: same tests, numbers and
+    model (limits, nominal values), other names and units, and the factor its values get."""
+    program = wafer_sort_program(n_ptr)
+    names, units, factor = zip(*map(dialect_of, program.names, program.units), strict=True)
+    return replace(program, names=list(names), units=list(units), factor=np.array(factor))
+
+
+def dialect_mapping(n_ptr: int) -> dict[str, Any]:
+    """What the dialect changes in a program: the unit rules that apply (pattern -> [from, to,
+    factor]) and the renamed tests (standard name -> dialect name), as faults.json records them."""
+    program = wafer_sort_program(n_ptr)
+    applied, renames = set(), {}
+    for name, unit in zip(program.names, program.units, strict=True):
+        applied.add(_dialect_unit_rule(name, unit))
+        renamed = dialect_of(name, unit)[0]
+        if renamed != name:
+            renames[name] = renamed
+    units = {
+        pattern: [a, b, factor]
+        for pattern, a, b, factor in DIALECT_UNITS
+        if (pattern, a, b, factor) in applied
+    }
+    return dict(units=units, renames=renames)
 
 
 # Final test, at 85 C: a short program of its own, with FT bins.
@@ -738,13 +838,14 @@ def part_stream(program: Program, parts: Parts, order: str) -> PackedRecords:
 def test_results(
     program: Program, res: Results, part: np.ndarray, test: np.ndarray, site: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Field values of test records (one per executed test of a part), in file order."""
+    """Field values of test records (one per executed test of a part), in file order. RESULT is in
+    the units the program writes; the flags are the model's."""
     value, failed = res.value[part, test], res.failed[part, test]
     low, high = failed & (value < program.lo[test]), failed & (value > program.hi[test])
     return dict(
         test=test,
         site=site,
-        value=value,
+        value=program.written(value, test),
         test_flg=np.where(failed, 0x80, 0).astype(np.uint8),
         parm_flg=(low * 0x10 | high * 0x08).astype(np.uint8),
         # FTR: on failure the first failing cycle, vector address and pin count are valid.
@@ -782,7 +883,7 @@ def short_ftrs(program: Program, r: dict[str, np.ndarray], sel: np.ndarray, orde
 def first_ptrs(program: Program, r: dict[str, np.ndarray], sel: np.ndarray, order: str) -> PackedRecords:
     """The first PTR of each test: results plus name, limits, units and formats."""
     t = r["test"][sel]
-    lo, hi = program.lo[t], program.hi[t]
+    lo, hi = program.written(program.lo[t], t), program.written(program.hi[t], t)
     no_limit = np.where(np.isinf(lo), 0x40, 0) | np.where(np.isinf(hi), 0x80, 0)
     return pack_records(
         "PTR",
@@ -852,9 +953,10 @@ def prrs(parts: Parts, part: np.ndarray, order: str) -> PackedRecords:
 def test_synopsis(program: Program, parts: Parts, order: str) -> PackedRecords:
     """One TSR per test, over all sites (HEAD_NUM 255), with result statistics."""
     res = parts.results
+    results = program.written(res.value)  # as the PTRs give them
     executed = np.arange(len(program)) < res.num_test[:, None]
     measured = executed & ~program.is_ftr
-    value = np.where(measured, res.value, 0).astype(np.float64)
+    value = np.where(measured, results, 0).astype(np.float64)
     has_stats = measured.any(axis=0)
     return pack_records(
         "TSR",
@@ -871,8 +973,8 @@ def test_synopsis(program: Program, parts: Parts, order: str) -> PackedRecords:
         TEST_LBL="",
         OPT_FLAG=np.where(has_stats, 0xC8, 0xFB),  # 0xFB: min, max, sums and squares invalid
         TEST_TIM=program.time_ms / 1000,
-        TEST_MIN=np.where(has_stats, np.where(measured, res.value, np.inf).min(axis=0, initial=np.inf), 0),
-        TEST_MAX=np.where(has_stats, np.where(measured, res.value, -np.inf).max(axis=0, initial=-np.inf), 0),
+        TEST_MIN=np.where(has_stats, np.where(measured, results, np.inf).min(axis=0, initial=np.inf), 0),
+        TEST_MAX=np.where(has_stats, np.where(measured, results, -np.inf).max(axis=0, initial=-np.inf), 0),
         TST_SUMS=value.sum(axis=0),
         TST_SQRS=(value**2).sum(axis=0),
     )
@@ -1060,11 +1162,21 @@ class SortedWafer:
 
 
 def sort_wafer(
-    seed: int, fab: str, day: dt.date, plan: WaferPlan, scale: Scale, base: np.ndarray, shift: int
+    seed: int,
+    fab: str,
+    day: dt.date,
+    plan: WaferPlan,
+    scale: Scale,
+    base: np.ndarray,
+    shift: int,
+    dialect: bool = False,
 ) -> SortedWafer:
-    """Test one wafer: the STDF stream and what final test needs about its good dies."""
+    """Test one wafer: the STDF stream and what final test needs about its good dies. With
+    `dialect` the stream is written in the fab's own test-program dialect (`dialect_program`);
+    the dies, results and bins are the same."""
     rng = np.random.default_rng([seed, _fab_index(fab), day.toordinal(), plan.lot_index, plan.wafer, 0])
     tester, program = FABS[fab].testers[plan.tester], wafer_sort_program(scale.n_ptr)
+    written = dialect_program(scale.n_ptr) if dialect else program
     dies = make_dies(rng, scale.wafer_radius, base)
     order, touchdown, site = probe_order(dies.x, dies.y, tester.sites)
     dies = take(dies, order)
@@ -1090,12 +1202,12 @@ def sort_wafer(
 
     stream = Stream(tester.byte_order)
     stream.add("FAR", CPU_TYPE=1 if tester.byte_order == ">" else 2, STDF_VER=4)
-    header_records(stream, FABS[fab], tester, program, plan.lot, start - 600 + shift, start + shift)
+    header_records(stream, FABS[fab], tester, written, plan.lot, start - 600 + shift, start + shift)
     stream.add(
         "WCR", WAFR_SIZ=300.0, DIE_HT=6.2, DIE_WID=6.2, WF_UNITS=3, WF_FLAT="D", CENTER_X=0, CENTER_Y=0
     )
     stream.add("WIR", HEAD_NUM=1, SITE_GRP=255, START_T=start + shift, WAFER_ID=f"{plan.wafer:02d}")
-    stream.add_block(part_stream(program, parts, tester.byte_order))
+    stream.add_block(part_stream(written, parts, tester.byte_order))
     stream.add(
         "WRR",
         HEAD_NUM=1,
@@ -1108,7 +1220,7 @@ def sort_wafer(
         FUNC_CNT=None,
         WAFER_ID=f"{plan.wafer:02d}",
     )
-    summary_records(stream, program, parts)
+    summary_records(stream, written, parts)
     stream.add("MRR", FINISH_T=end + shift, DISP_COD=" ", USR_DESC="", EXC_DESC="")
     good = np.flatnonzero(passed)
     passing = dict(
@@ -1243,7 +1355,9 @@ def duplicate(path: Path, rng: np.random.Generator) -> dict[str, Any]:
 @dataclass(frozen=True)
 class FaultKind:
     what: str
-    target: str  # "day" (whole fab-day), "clock" (time fields), "content" (bytes before compression), "file"
+    # "day" (whole fab-day), "clock" (time fields), "program" (names and units the wafer-sort files
+    # are written with), "content" (bytes before compression), "file"
+    target: str
     apply: Callable[..., Any] | None = None
     param: str | None = None  # what the optional :PARAM means, if the kind takes one
 
@@ -1268,6 +1382,12 @@ FAULT_KINDS: dict[str, FaultKind] = {
         "MIR/WIR/WRR/MRR times are the testers' local time, not UTC",
         "clock",
         param="hours (default: the fab's)",
+    ),
+    "dialect": FaultKind(
+        "the fab's wafer-sort files use its own test-program dialect: IDD_ACT* in A (x0.001), VOH*/VOL*"
+        " in mV and IIH*/IIL* in nA (x1000), IDD_ACT{n}/FMAX_RO{n}/VTH_N_PM{n} named"
+        " IDD_ACTIVE_{n}/RO_FMAX_{n}/VTN_PM_{n}; same TEST_NUMs and dies, final test unchanged",
+        "program",
     ),
 }
 FAULT_GRAMMAR = "KIND:FAB:DATE[..DATE][:PARAM], comma-separated; KIND one of " + ", ".join(FAULT_KINDS)
@@ -1316,6 +1436,11 @@ def clock_shift(faults: Sequence[Fault], fab: str, day: dt.date) -> tuple[int, F
             hours = FABS[fab].utc_offset_hours if fault.param is None else fault.param
             return round(hours * 3600), fault
     return 0, None
+
+
+def dialect_fault(faults: Sequence[Fault], fab: str, day: dt.date) -> Fault | None:
+    """The dialect fault (if any) under which a fab writes its wafer-sort files that day."""
+    return next((f for f in faults if f.kind == "dialect" and f.covers(fab, day)), None)
 
 
 def is_offline(faults: Sequence[Fault], fab: str, day: dt.date) -> bool:
@@ -1377,7 +1502,11 @@ def simulate_fab_day(run: Run, fab: str, day: dt.date) -> list[dict]:
         good.setdefault(plan.lot_index, []).append(passing)
     ft_files, truth = final_test_day(run, fab, day, good)
     write_truth(run.root / "truth" / fab / f"{day.isoformat()}.parquet", truth)
-    return entries + _localtime_entries(run, fab, day, wafer_files, ft_files)
+    return (
+        entries
+        + _localtime_entries(run, fab, day, wafer_files, ft_files)
+        + _dialect_entries(run, fab, day, wafer_files)
+    )
 
 
 def land_wafer(
@@ -1386,9 +1515,9 @@ def land_wafer(
     """Sort one wafer and write its file (with any faults aimed at it). Returns the path, the
     wafer's good dies for final test, and the faults.json entries."""
     shift, _ = clock_shift(run.faults, fab, day)
-    wafer = sort_wafer(
-        run.seed, fab, day, plan, run.scale, lot_base(run.seed, fab, day, plan.lot_index), shift
-    )
+    dialect = dialect_fault(run.faults, fab, day) is not None
+    base = lot_base(run.seed, fab, day, plan.lot_index)
+    wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect)
     path = run.root / "landing" / fab / day.isoformat() / f"{plan.lot}_{plan.wafer:02d}.stdf.gz"
     content, entries = wafer.content, []
     for fault in faults:
@@ -1421,6 +1550,17 @@ def _localtime_entries(
             run.root, fab, day, fault, None, offset_hours=shift / 3600, fields=LOCALTIME_FIELDS, files=files
         )
         for (shift, fault), files in shifted.items()
+    ]
+
+
+def _dialect_entries(run: Run, fab: str, day: dt.date, wafer_files: list[Path]) -> list[dict]:
+    """One faults.json entry per fab-day written in the dialect: the unit rules applied (standard
+    name pattern -> [from unit, to unit, factor]), the renamed tests and the files."""
+    fault = dialect_fault(run.faults, fab, day)
+    if fault is None:
+        return []
+    return [
+        _fault_entry(run.root, fab, day, fault, None, **dialect_mapping(run.scale.n_ptr), files=wafer_files)
     ]
 
 
@@ -1584,7 +1724,8 @@ def write_truth_readme(root: Path, faults: list[dict]) -> None:
         "  '01'..'25'), x_coord (int16), y_coord (int16), p_fail_true (float64), ft_failed (bool).",
         "- `oracle.json`: AUC of p_fail_true against ft_failed per day and per fab-day (a perfect model).",
         "- `faults.json`: the faults applied, one entry per damaged file or fab-day; byte offsets are in",
-        "  the decompressed STDF stream, counted from the FAR.",
+        "  the decompressed STDF stream, counted from the FAR. A `dialect` entry maps the standard test",
+        "  names and units to the fab's (dialect value = standard value x factor; TEST_NUMs unchanged).",
         "",
         "All STDF times are UTC epoch seconds, except where a `localtime` fault below says otherwise:",
         "there the MIR, WIR, WRR and MRR times are the fab's local time (UTC + offset_hours).",
@@ -1599,6 +1740,12 @@ def write_truth_readme(root: Path, faults: list[dict]) -> None:
             files = len(e["files"])
             lines.append(
                 f"- {e['date']} {e['fab']}: localtime UTC{e['offset_hours']:+g} h in {files} file(s)"
+            )
+        elif e["kind"] == "dialect":
+            units = ", ".join(f"{p} {a}->{b} x{f:g}" for p, (a, b, f) in e["units"].items())
+            lines.append(
+                f"- {e['date']} {e['fab']}: dialect in {len(e['files'])} wafer-sort file(s): {units};"
+                f" {len(e['renames'])} tests renamed (see faults.json)"
             )
         else:
             where = f" at byte {e['byte_offset']}" if "byte_offset" in e else ""
@@ -1730,6 +1877,7 @@ def _faults_help() -> str:
         param = f" PARAM: {spec.param}." if spec.param else ""
         lines.append(f"  {kind:<11} {spec.what}.{param}")
     lines.append("example: --faults offline:fab2:2026-11-18,localtime:fab2:2026-11-01..2026-11-30:+8")
+    lines.append("         --faults dialect:fab3:2026-11-16..2026-11-22")
     return "\n".join(lines)
 
 

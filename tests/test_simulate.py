@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import fnmatch
 import gzip
 import hashlib
 import json
@@ -17,7 +18,8 @@ from conftest import read_pystdf
 from sklearn.metrics import roc_auc_score
 
 from jobs import simulate
-from jobs.simulate import FABS, Run, Scale, ft_part_txt, main, parse_faults, parse_ft_part_txt
+from jobs.simulate import FABS, Run, Scale, dialect_of, ft_part_txt, main, parse_faults, parse_ft_part_txt
+from jobs.stdf import read_stdf
 
 DAYS = ["2026-11-16", "2026-11-17", "2026-11-18"]
 SMALL = ["--start", DAYS[0], "--days", "3", "--fabs", "fab1,fab2", "--lots", "1", "--wafers", "3", "--quiet"]
@@ -381,6 +383,7 @@ def test_fault_grammar() -> None:
         ("offline:fab1:2026-11-31", "bad date"),
         ("offline:fab1", "expected"),
         ("truncated:fab1:2026-11-18:3", "takes no parameter"),
+        ("dialect:fab1:2026-11-18:b", "takes no parameter"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_faults(bad)
@@ -405,3 +408,155 @@ def test_command_line_errors(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The dialect fault: a fab's own names and units for the same tests
+
+
+def test_dialect_of() -> None:
+    assert dialect_of("IDD_ACT1", "mA") == ("IDD_ACTIVE_1", "A", 0.001)
+    assert dialect_of("IDD_ACT2_C1", "mA") == ("IDD_ACTIVE_2_C1", "A", 0.001)
+    assert dialect_of("VOH_CLK", "V") == ("VOH_CLK", "mV", 1000.0)
+    assert dialect_of("VOL_GPIO3_C1", "V") == ("VOL_GPIO3_C1", "mV", 1000.0)
+    assert dialect_of("IIH_SDA", "uA") == ("IIH_SDA", "nA", 1000.0)
+    assert dialect_of("IIL_TDI", "uA") == ("IIL_TDI", "nA", 1000.0)
+    assert dialect_of("FMAX_RO2_C1", "MHz") == ("RO_FMAX_2_C1", "MHz", 1.0)
+    assert dialect_of("VTH_N_PM3", "V") == ("VTN_PM_3", "V", 1.0)
+    for unchanged in [("IDDQ_V1", "uA"), ("VREF_BG1", "V"), ("SCAN_CHAIN", ""), ("VOH_CLK", "mV")]:
+        assert dialect_of(*unchanged) == (*unchanged, 1.0)  # other tests, or not in the rule's units
+    program = simulate.wafer_sort_program(100)
+    dialect = [dialect_of(n, u) for n, u in zip(program.names, program.units, strict=True)]
+    assert len({name for name, _, _ in dialect}) == len(program)  # names stay unique
+    assert {u for _, u, f in dialect if f != 1.0} == {"A", "mV", "nA"}
+
+
+DIALECT_DAY = dt.date(2026, 11, 16)
+DIALECT_SCALE = Scale(lots=1, wafers=2, wafer_radius=9.5, n_ptr=100, compresslevel=1)
+
+
+@pytest.fixture(scope="module")
+def dialect_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same small fab-day without and with the dialect fault."""
+    roots = []
+    for name, spec in (("standard", ""), ("dialect", f"dialect:fab1:{DIALECT_DAY}")):
+        root = tmp_path_factory.mktemp(name)
+        faults = tuple(parse_faults(spec))
+        simulate.simulate(
+            Run(root, (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=faults), progress=False, jobs=1
+        )
+        roots.append(root)
+    return roots[0], roots[1]
+
+
+def test_dialect_tables(dialect_pair: tuple[Path, Path]) -> None:
+    standard, dialect = dialect_pair
+    paths = wafer_files(dialect, "fab1", str(DIALECT_DAY))
+    assert len(paths) == 2
+    for path in paths:
+        before, after = read_stdf(standard / path.relative_to(dialect)), read_stdf(path)
+        assert after.parts.drop_columns("source_file").equals(before.parts.drop_columns("source_file"))
+
+        # The catalogue: same test numbers, the dialect's names and units, limits scaled.
+        old, new = before.tests.to_pandas(), after.tests.to_pandas()
+        both = old.merge(new, on=["test_num", "kind"], suffixes=("", "_d"), validate="1:1")
+        assert len(both) == len(old) == len(new) == 110
+        expected = [dialect_of(t, u) for t, u in zip(both.test_txt, both.units, strict=True)]
+        factor = np.array([f for _, _, f in expected])
+        assert both.test_txt_d.tolist() == [n for n, _, _ in expected]
+        assert both.units_d.tolist() == [u for _, u, _ in expected]
+        assert (both.executions_d == both.executions).all() and both.res_scal_d.equals(both.res_scal)
+        for limit in ("lo_limit", "hi_limit"):
+            assert (both[limit].isna() == both[f"{limit}_d"].isna()).all()
+            np.testing.assert_allclose(both[f"{limit}_d"] / factor, both[limit], rtol=2e-7)
+        units = dict(zip(new.test_txt, new.units, strict=True))
+        assert units["IDD_ACTIVE_1"] == "A" and units["VOH_CLK"] == units["VOL_CLK"] == "mV"
+        assert units["IIH_CLK"] == units["IIL_CLK"] == "nA" and units["RO_FMAX_1"] == "MHz"
+        assert {"IDD_ACT1", "FMAX_RO1", "VTH_N_PM1"}.isdisjoint(units) and "VTN_PM_1" in units
+
+        # The results: by part and test number, the dialect's value / factor is the standard one.
+        key = ["part_index", "test_num", "kind", "pin_index"]
+        old_r, new_r = before.results.to_pandas(), after.results.to_pandas()
+        results = old_r.merge(new_r, on=key, suffixes=("", "_d"), validate="1:1")
+        assert len(results) == len(old_r) == len(new_r)
+        f = results.test_txt.astype(str).map(dict(zip(both.test_txt, factor, strict=True)))
+        assert (
+            results.test_txt_d.astype(str) == results.test_txt.astype(str).map(lambda t: dialect_of(t, "")[0])
+        ).all()
+        for flag in ("failed", "alarm", "unreliable"):
+            assert results[flag].equals(results[f"{flag}_d"])
+        ptr = results.kind == "PTR"
+        np.testing.assert_allclose(
+            results.result_d[ptr].astype(float) / f[ptr], results.result[ptr].astype(float), rtol=2e-7
+        )
+        scaled = ptr & (f != 1.0)
+        assert scaled.sum() > 1000 and (results.result_d[scaled] != results.result[scaled]).all()
+        assert (results.result_d[ptr & (f == 1.0)] == results.result[ptr & (f == 1.0)]).all()
+        voh = results.test_txt_d.astype(str).str.startswith("VOH_") & ~results.failed
+        assert results.result_d[voh].between(2900, 3300).all()  # mV
+
+        # The TSRs (not in the tables) use the same names and scaled statistics.
+        tsr_old, tsr_new = (
+            stdf_convert.tables(p, ["TSR"])["TSR"].to_pandas()
+            for p in (standard / path.relative_to(dialect), path)
+        )
+        assert tsr_new.TEST_NUM.tolist() == tsr_old.TEST_NUM.tolist()
+        standard_units = dict(zip(old.test_txt, old.units.fillna(""), strict=True))
+        tsr = [dialect_of(n, standard_units[n]) for n in tsr_old.TEST_NAM]
+        assert tsr_new.TEST_NAM.tolist() == [n for n, _, _ in tsr]
+        tsr_factor = np.array([f for _, _, f in tsr])
+        for column in ("TEST_MIN", "TEST_MAX", "TST_SUMS"):
+            np.testing.assert_allclose(tsr_new[column] / tsr_factor, tsr_old[column], rtol=1e-6)
+
+
+def test_dialect_leaves_truth_and_final_test_alone(dialect_pair: tuple[Path, Path]) -> None:
+    standard, dialect = dialect_pair
+    same = [n for n in files(standard) if not n.startswith("landing/fab1/2026-11-16/F1")]
+    assert "truth/fab1/2026-11-16.parquet" in same and "truth/oracle.json" in same
+    assert any(n.startswith("landing/fab1/2026-11-17/FT_") for n in same)
+    for name in same:
+        if name not in ("truth/faults.json", "truth/README.md"):
+            assert (dialect / name).read_bytes() == (standard / name).read_bytes(), name
+    changed = [n for n in files(dialect) if n not in same]
+    assert len(changed) == 2 and all(
+        (dialect / n).read_bytes() != (standard / n).read_bytes() for n in changed
+    )
+    assert "dialect in 2 wafer-sort file(s)" in (dialect / "truth" / "README.md").read_text()
+
+
+def test_dialect_fault_entry_maps_back(dialect_pair: tuple[Path, Path]) -> None:
+    """faults.json says enough to turn the dialect's catalogue back into the standard one."""
+    standard, dialect = dialect_pair
+    entry = fault(dialect, "dialect")
+    assert (entry["fab"], entry["date"], entry["file"]) == ("fab1", "2026-11-16", None)
+    assert entry["files"] == [
+        p.relative_to(dialect).as_posix() for p in wafer_files(dialect, "fab1", "2026-11-16")
+    ]
+    assert entry["units"] == {
+        "IDD_ACT*": ["mA", "A", 0.001],
+        "VOH_*": ["V", "mV", 1000.0],
+        "VOL_*": ["V", "mV", 1000.0],
+        "IIH_*": ["uA", "nA", 1000.0],
+        "IIL_*": ["uA", "nA", 1000.0],
+    }
+    renames = entry["renames"]
+    assert renames["IDD_ACT1"] == "IDD_ACTIVE_1" and renames["FMAX_RO2_C1"] == "RO_FMAX_2_C1"
+    assert renames["VTH_N_PM3"] == "VTN_PM_3" and len(renames) == 14
+    standard_name = {v: k for k, v in renames.items()}
+    for path in entry["files"]:
+        back = read_stdf(dialect / path).tests.to_pandas()
+        for i, row in back.iterrows():
+            name = standard_name.get(row.test_txt, row.test_txt)
+            for pattern, (unit, dialect_unit, factor) in entry["units"].items():
+                if fnmatch.fnmatchcase(name, pattern) and row.units == dialect_unit:
+                    back.loc[i, ["units", "lo_limit", "hi_limit"]] = [
+                        unit,
+                        row.lo_limit / factor,
+                        row.hi_limit / factor,
+                    ]
+            back.loc[i, "test_txt"] = name
+        original = read_stdf(standard / path).tests.to_pandas()
+        pd.testing.assert_frame_equal(back, original, check_exact=False, rtol=2e-7)
+    assert json.loads((dialect / "truth" / "oracle.json").read_text()) == json.loads(
+        (standard / "truth" / "oracle.json").read_text()
+    )
