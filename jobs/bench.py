@@ -8,6 +8,8 @@
     scripts/bench pipeline   the wafer-yield workflow: a demo-scale day (3 fabs) from landing zone
                              to predictions after a week of history, and the no-op RangeDaily
                              over 30 complete days
+    scripts/bench merge      the fab merge: hours merged per minute with 1 and 2 workers, and the
+                             no-op RangeHourly over 90 days of hours
 
 Every figure is measured in the same run as its reference, in separate processes (so peak RSS
 is each one's own), and reported with the ratio: these machines are shared and noisy.
@@ -364,12 +366,15 @@ PIPELINE_START = "2026-11-01"
 
 
 def _luigi_range(
-    root: Path, start: str, stop: str, workers: int
+    root: Path, start: str, stop: str, workers: int, of: str = "WaferYieldDaily"
 ) -> tuple[float, subprocess.CompletedProcess]:
-    """`luigi ... RangeDaily --of WaferYieldDaily` as a user types it; wall seconds, result."""
+    """`luigi ... RangeDaily --of WaferYieldDaily` (or RangeHourly --of FabMergeHourly) as a user
+    types it; wall seconds and the finished process."""
+    daily = of == "WaferYieldDaily"
+    module, range_task = ("jobs.wafer_yield", "RangeDaily") if daily else ("jobs.fab_merge", "RangeHourly")
     command = [
-        sys.executable, "-m", "luigi", "--module", "jobs.wafer_yield",
-        "RangeDaily", "--of", "WaferYieldDaily", "--start", start, "--stop", stop,
+        sys.executable, "-m", "luigi", "--module", module,
+        range_task, "--of", of, "--start", start, "--stop", stop,
         "--local-scheduler", "--workers", str(workers), "--paths-root", str(root), "--log-level", "WARNING",
     ]  # fmt: skip
     started = time.perf_counter()
@@ -443,7 +448,65 @@ def pipeline(args: argparse.Namespace) -> dict:
     }
 
 
-BENCHMARKS = {"ingest": ingest, "model": model, "pipeline": pipeline}
+MERGE_STAGES = ("fab_hour", "reference", "normalize", "feature_store", "fab_merge_hourly")
+
+
+def merge(args: argparse.Namespace) -> dict:
+    """Hours per minute merged at demo scale (3 fabs) with 1 and 2 workers, from conversions that
+    exist (every workflow shares them), and the no-op RangeHourly check over 90 days of hours."""
+    import datetime as dt
+
+    root = Path(args.cache) / "merge"
+    first = dt.date.fromisoformat(PIPELINE_START)
+    start, stop = f"{first + dt.timedelta(days=1)}T00", f"{first + dt.timedelta(days=2)}T00"
+    _simulate(root, 2)
+    converted, _ = _luigi_range(root, start, stop, 2, "FabMergeHourly")  # also converts the files
+    rates = {}
+    for workers in (1, 2):
+        for stage in MERGE_STAGES:
+            shutil.rmtree(root / stage, ignore_errors=True)
+        seconds, _ = _luigi_range(root, start, stop, workers, "FabMergeHourly")
+        rates[f"workers_{workers}"] = {
+            "seconds_24_hours": round(seconds, 1),
+            "hours_per_minute": round(1440 / seconds, 1),
+        }
+    return {
+        "benchmark": "merge",
+        "cpu_count": os.cpu_count(),
+        "floor": "3 fabs at demo scale (30K dies a day): the second day merged, the first its reference",
+        "first_run_with_conversions_seconds": round(converted, 1),
+        "merge": rates,
+        "speedup_2_vs_1_worker": round(
+            rates["workers_2"]["hours_per_minute"] / rates["workers_1"]["hours_per_minute"], 2
+        ),
+        "noop_range_90_days": _noop_hourly_check(root, start[:10]),
+    }
+
+
+def _noop_hourly_check(root: Path, merged_day: str) -> dict:
+    """Time `luigi ... RangeHourly` over 90 days of complete hours. The 2160 hour summaries are
+    copies of a real one (the check reads only those); the command is the real one."""
+    import datetime as dt
+
+    summaries = next((root / "fab_merge_hourly").glob("v*"))
+    template = next(summaries.glob(f"date={merged_day}/hour=00/manifest.json")).read_text()
+    start = dt.datetime(2026, 6, 1)
+    for h in range(90 * 24):
+        folder = summaries / f"{start + dt.timedelta(hours=h):date=%Y-%m-%d/hour=%H}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text(template)
+    stop = start + dt.timedelta(days=90)
+    seconds, _ = _luigi_range(root, f"{start:%Y-%m-%dT%H}", f"{stop:%Y-%m-%dT%H}", 1, "FabMergeHourly")
+    return {
+        "seconds": round(seconds, 2),
+        "goal_seconds": 10,
+        "ratio_to_goal": round(seconds / 10, 2),
+        "hours": 90 * 24,
+        "note": "whole luigi command, start-up included; the hour summaries are copies of a real one",
+    }
+
+
+BENCHMARKS = {"ingest": ingest, "model": model, "pipeline": pipeline, "merge": merge}
 
 
 def main(argv: list[str] | None = None) -> int:

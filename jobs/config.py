@@ -42,6 +42,11 @@ class versions(luigi.Config):  # noqa: N801
     deploy = luigi.IntParameter(default=1)
     score = luigi.IntParameter(default=1)
     daily = luigi.IntParameter(default=1)
+    fab_hour = luigi.IntParameter(default=1)
+    reference = luigi.IntParameter(default=1)
+    normalize = luigi.IntParameter(default=1)
+    feature_store = luigi.IntParameter(default=1)
+    merge = luigi.IntParameter(default=1)
 
 
 # Which stages each stage reads, directly. A stage's output path carries its own version and
@@ -57,6 +62,11 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "deploy": ("validate",),
     "score": ("deploy", "features"),
     "daily": ("score",),
+    "fab_hour": ("convert",),
+    "reference": ("convert",),
+    "normalize": ("fab_hour", "reference"),
+    "feature_store": ("normalize",),
+    "merge": ("feature_store",),
 }
 
 
@@ -97,6 +107,27 @@ class wafer_yield(luigi.Config):  # noqa: N801
 
     def fab_list(self) -> list[str]:
         return [f.strip() for f in self.fabs.split(",") if f.strip()]
+
+
+class fab_merge(luigi.Config):  # noqa: N801
+    """The hourly fab-merge workflow (jobs/fab_merge.py)."""
+
+    fabs = luigi.Parameter(default="fab1,fab2,fab3", description="comma-separated fab names")
+    deadline_hours = luigi.FloatParameter(
+        default=2.0, description="hours after an hour ends until the merge goes on without a missing fab"
+    )
+    reference_days = luigi.IntParameter(default=7, description="days before the hour's day that z-scores use")
+    test_names = luigi.Parameter(default="jobs/reference/test_names.csv", description="relative to the repo")
+    clock_corrections = luigi.Parameter(
+        default="jobs/reference/clock_corrections.csv", description="relative to the repo"
+    )
+
+    def fab_list(self) -> list[str]:
+        return [f.strip() for f in self.fabs.split(",") if f.strip()]
+
+    def repo_path(self, value: str) -> Path:
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else REPO_CONFIG.parent / path
 
 
 class yield_model_settings(luigi.Config):  # noqa: N801

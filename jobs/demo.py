@@ -1,9 +1,10 @@
-"""The demo behind scripts/demo: a simulated week of the test floor through the wafer-yield workflow.
+"""The demo behind scripts/demo: a simulated week of the test floor through both workflows.
 
 Simulates three fabs for a week (with a corrupted file, a resent file and a fab offline for a
-day), runs `RangeDaily --of WaferYieldDaily` over it with the local scheduler, and prints what
-was decided each day and why. Data lives under the repo's `data/` (or --root); a second run
-reuses everything that exists.
+day), runs `RangeDaily --of WaferYieldDaily` over it with the local scheduler and prints what
+was decided each day and why; then fills the feature store for the week's last day with
+`RangeHourly --of FabMergeHourly` and prints one line per hour. Data lives under the repo's
+`data/` (or --root); a second run reuses everything that exists.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import luigi
 import luigi.configuration
-from luigi.tools.range import RangeDaily
+from luigi.tools.range import RangeDaily, RangeHourly
 
-from .config import paths, wafer_yield
+from .alerts import alerts_file
+from .config import fab_merge, paths, wafer_yield
+from .fab_merge import FabMergeHourly
 from .simulate import main as simulate_main
-from .tasks import read_json
-from .wafer_yield import WaferYieldDaily, landing_day
+from .tasks import is_ready, read_json, stage_dir
+from .wafer_yield import WaferYieldDaily
 
 FIRST_DAY = dt.date(2026, 11, 14)
 DAYS = 7
@@ -34,13 +37,8 @@ def faults(first: dt.date) -> str:
 
 def simulated(first: dt.date, days: int) -> bool:
     """Whether every day of the week has landed (an offline fab-day has no folder at all)."""
-    return all(
-        any(
-            (landing_day(fab, first + dt.timedelta(days=i)) / "_READY").exists()
-            for fab in wafer_yield().fab_list()
-        )
-        for i in range(days)
-    )
+    fabs = wafer_yield().fab_list()
+    return all(any(is_ready(fab, first + dt.timedelta(days=i)) for fab in fabs) for i in range(days))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwafer-yield workflow over {args.days} days: {time.perf_counter() - started:.1f} s "
           f"({'ok' if ok else 'FAILED'})\n")  # fmt: skip
     summarize([args.start + dt.timedelta(days=i) for i in range(args.days)])
-    print(f"\noutputs under {root}; alerts in {root}/alerts/alerts.jsonl")
-    return 0 if ok else 1
+
+    started = time.perf_counter()
+    first_hour = dt.datetime.combine(last, dt.time())
+    hours = RangeHourly(
+        of=FabMergeHourly, start=first_hour, stop=first_hour + dt.timedelta(days=1), param_name="hour"
+    )
+    merged = luigi.build([hours], local_scheduler=True, workers=args.workers, log_level="WARNING")
+    print(f"\nfab merge of {last}, hour by hour: {time.perf_counter() - started:.1f} s "
+          f"({'ok' if merged else 'FAILED'})\n")  # fmt: skip
+    summarize_hours([first_hour + dt.timedelta(hours=h) for h in range(24)])
+    print(f"\noutputs under {root}; feature store in {stage_dir('feature_store')}; alerts in {alerts_file()}")
+    return 0 if ok and merged else 1
 
 
 def summarize(days: list[dt.date]) -> None:
@@ -95,7 +103,7 @@ def summarize(days: list[dt.date]) -> None:
             notes.append(f"offline: {', '.join(s['offline_fabs'])}")
         if s["quarantined"]:
             notes.append(f"quarantined: {', '.join(s['quarantined'])}")
-        if s["resent"]:
+        if s.get("resent"):
             notes.append(f"resent (same sha256, read once): {', '.join(s['resent'])}")
         if s["scored"] == "scored":
             notes.append(
@@ -103,6 +111,19 @@ def summarize(days: list[dt.date]) -> None:
             )
         for note in notes:
             print(f"{'':12}{note}")
+
+
+def summarize_hours(hours: list[dt.datetime]) -> None:
+    fabs = fab_merge().fab_list()
+    print(f"{'hour (UTC)':16}  " + "  ".join(f"{fab:>6}" for fab in fabs) + "  missing")
+    for hour in hours:
+        task = FabMergeHourly(hour=hour)
+        if not task.complete():
+            print(f"{hour:%Y-%m-%d %H}:00  not complete")
+            continue
+        merged = task.manifest()
+        dies = "  ".join(f"{merged['rows'].get(fab, 0):6d}" for fab in fabs)
+        print(f"{hour:%Y-%m-%d %H}:00  {dies}  {', '.join(merged['missing_fabs']) or '-'}")
 
 
 if __name__ == "__main__":

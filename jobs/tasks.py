@@ -39,6 +39,11 @@ STAGE_DIRS = {
     "deploy": "deploy",
     "score": "predictions",
     "daily": "wafer_yield_daily",
+    "fab_hour": "fab_hour",
+    "reference": "reference",
+    "normalize": "normalize",
+    "feature_store": "feature_store",
+    "merge": "fab_merge_hourly",
 }
 
 
@@ -97,6 +102,9 @@ class StageTask(luigi.Task):
 
     stage: ClassVar[str]
     workflow: ClassVar[str] = ""
+    # Inside a Parquet dataset (the feature store) the manifest is `_manifest.json`: readers skip
+    # names starting with "_" or ".".
+    manifest_name: ClassVar[str] = "manifest.json"
 
     def partition(self) -> str:
         raise NotImplementedError
@@ -105,7 +113,7 @@ class StageTask(luigi.Task):
         return stage_dir(self.stage) / self.partition()
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.folder() / "manifest.json"))
+        return luigi.LocalTarget(str(self.folder() / self.manifest_name))
 
     def manifest(self) -> dict[str, Any]:
         return read_json(Path(self.output().path))
@@ -128,7 +136,7 @@ class StageTask(luigi.Task):
                 code_version=__version__,
                 finished_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             )
-            write_json(work / "manifest.json", manifest)
+            write_json(work / self.manifest_name, manifest)
 
 
 # --- content ids --------------------------------------------------------------------------------
@@ -228,6 +236,16 @@ class ConvertFile(luigi.Task):
                 self.set_progress_percentage(percent)
 
         return report
+
+
+def landing_day(fab: str, date: dt.date) -> Path:
+    """`{root}/landing/{fab}/{YYYY-MM-DD}`: where a fab's testers deliver a day's files."""
+    return paths().root_path() / "landing" / fab / f"{date:%Y-%m-%d}"
+
+
+def is_ready(fab: str, date: dt.date) -> bool:
+    """A landing day is complete when the fab has written its `_READY` marker."""
+    return (landing_day(fab, date) / "_READY").exists()
 
 
 def landed_files(fab_day: Path) -> list[Path]:

@@ -24,6 +24,7 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,21 @@ from . import model as yield_model
 from . import quality
 from .alerts import alert
 from .config import paths, quality_gate, version_tag, wafer_yield, yield_model_settings
-from .tasks import ConvertFile, StageTask, landed_files, read_json, stage_dir, write_json
+from .tasks import (
+    ConvertFile,
+    StageTask,
+    is_ready,
+    landed_files,
+    landing_day,
+    read_json,
+    stage_dir,
+    write_json,
+)
 
 WORKFLOW = "wafer_yield"
 
 
 # --- the landing zone ---------------------------------------------------------------------------
-
-
-def landing_day(fab: str, date: dt.date) -> Path:
-    return paths().root_path() / "landing" / fab / f"{date:%Y-%m-%d}"
-
-
-def is_ready(fab: str, date: dt.date) -> bool:
-    return (landing_day(fab, date) / "_READY").exists()
 
 
 def landing_deadline(date: dt.date) -> dt.datetime:
@@ -277,13 +279,7 @@ class QualityGate(DailyStage):
         self.set_status_message(f"checking {', '.join(present) or 'no fab'}")
         tables = {fab: read_ingest(fab, self.date) for fab in present}
         settings = quality_gate()
-        limits = quality.Thresholds(
-            min_completeness=settings.min_completeness,
-            max_duplicate_die_share=settings.max_duplicate_die_share,
-            max_nonfinite_share=settings.max_nonfinite_share,
-            max_abs_coord=settings.max_abs_coord,
-            max_test_time_ms=settings.max_test_time_ms,
-        )
+        limits = quality.Thresholds(**{f.name: getattr(settings, f.name) for f in fields(quality.Thresholds)})
         report = quality.gate(tables, limits)
         with self.publish() as (work, manifest):
             write_json(work / "report.json", report)

@@ -12,6 +12,7 @@ import pytest
 
 from jobs.simulate import main as simulate
 from jobs.tasks import ConvertFile, content_sha256, landed_files
+from tests.conftest import luigi_settings
 
 DAY = "2026-11-18"
 
@@ -19,18 +20,10 @@ DAY = "2026-11-18"
 @pytest.fixture()
 def root(tmp_path: Path):
     """A small simulated floor, and luigi.cfg's [paths] root pointed at it for the test."""
-    config = luigi.configuration.get_config()
-    saved = {s: dict(config.items(s)) if config.has_section(s) else None for s in ("paths", "versions")}
-    config.set("paths", "root", str(tmp_path))
     args = ["--root", str(tmp_path), "--start", DAY, "--days", "1", "--fabs", "fab1", "--lots", "1"]
     assert simulate([*args, "--wafers", "2", "--faults", f"duplicated:fab1:{DAY}", "--quiet"]) == 0
-    yield tmp_path
-    for section, values in saved.items():
-        config.remove_section(section)
-        if values is not None:
-            config.add_section(section)
-            for key, value in values.items():
-                config.set(section, key, value)
+    with luigi_settings(paths={"root": tmp_path}, versions={}):
+        yield tmp_path
 
 
 def build(*tasks: luigi.Task) -> bool:

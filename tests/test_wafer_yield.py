@@ -227,22 +227,14 @@ def test_a_missing_day_waits_for_its_deadline_then_is_offline_and_reopens_on_arr
 
 def test_a_range_older_than_the_look_back_says_so(tmp_path: Path) -> None:
     now = int(dt.datetime(2026, 11, 24, tzinfo=dt.UTC).timestamp())
+
+    def days(start: dt.date) -> RangeDaily:
+        stop = start + dt.timedelta(days=2)
+        return RangeDaily(of=WaferYieldDaily, param_name="date", start=start, stop=stop, now=now)
+
     with luigi_settings(paths={"root": tmp_path}):
-        old = RangeDaily(
-            of=WaferYieldDaily,
-            param_name="date",
-            start=dt.date(2020, 1, 1),
-            stop=dt.date(2020, 1, 3),
-            now=now,
-        )
+        old = days(dt.date(2020, 1, 1))
         outside = [t for t in old.requires() if isinstance(t, RangeOutsideLookBack)]
         assert len(outside) == 1 and outside[0].option == "days-back" and not outside[0].complete()
         assert run(old) == LuigiStatusCode.MISSING_EXT  # not "Did not run any tasks"
-        recent = RangeDaily(
-            of=WaferYieldDaily,
-            param_name="date",
-            start=dt.date(2026, 11, 1),
-            stop=dt.date(2026, 11, 3),
-            now=now,
-        )
-        assert not any(isinstance(t, RangeOutsideLookBack) for t in recent.requires())
+        assert not any(isinstance(t, RangeOutsideLookBack) for t in days(dt.date(2026, 11, 1)).requires())
