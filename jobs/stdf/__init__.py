@@ -40,6 +40,13 @@ __all__ = ["ENGINES", "TABLES", "StdfReadError", "StdfTables", "convert_stdf", "
 TABLES = ("parts", "results", "tests", "bins")
 DEFAULT_BATCH_SIZE = 0  # 0: chosen per file by auto_batch_size()
 PENDING_RESULTS = 1 << 19  # target number of results per batch of parts (see auto_batch_size)
+RESULTS_PARQUET = {
+    # Parquet's dictionary encoding pays only where Arrow already has dictionaries: on the numeric
+    # columns it costs more time than it saves bytes (zstd compresses them better without it)
+    "use_dictionary": ["kind", "test_txt"],
+    # min/max of the test names (strings) is the costliest statistic, and no reader filters on them
+    "write_statistics": [field.name for field in RESULTS_SCHEMA if field.name != "test_txt"],
+}
 
 
 def auto_batch_size(path: Path, order: str) -> int:
@@ -188,20 +195,19 @@ class _ParquetSink:
     def _write_loop(self) -> None:
         import pyarrow.parquet as pq
 
+        options = {"compression": self.compression, **RESULTS_PARQUET}
         writer = None
         while (table := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    writer = writer or pq.ParquetWriter(
-                        self.path, RESULTS_SCHEMA, compression=self.compression
-                    )
+                    writer = writer or pq.ParquetWriter(self.path, RESULTS_SCHEMA, **options)
                     writer.write_table(table, row_group_size=table.num_rows)
                 except BaseException as exc:  # re-raised on the caller's thread in close()
                     self.error = exc
         if writer is not None:
             writer.close()
         elif self.error is None and self.finished:
-            pq.write_table(RESULTS_SCHEMA.empty_table(), self.path, compression=self.compression)
+            pq.write_table(RESULTS_SCHEMA.empty_table(), self.path, **options)
 
     def __call__(self, table: pa.Table) -> None:
         self.buffer.append(table)
