@@ -389,6 +389,9 @@ def _concat(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return np.concatenate([seq for seq, _ in rows]), np.concatenate([site for _, site in rows])
 
 
+LOOKUP_LIMIT = 1 << 20  # the largest test number for a lookup table (4 MB)
+
+
 class _Catalogue:
     """The tests of one kind (PTR, FTR, MPR): each test's defaults from its first record (STDF:
     later records default to it), its name, and how often it ran. Arrays stay sorted by test
@@ -401,6 +404,7 @@ class _Catalogue:
         self.executions = np.zeros(0, np.int64)
         self.names = pa.array([], pa.string())
         self.nameless: set[int] = set()
+        self.lookup: np.ndarray | None = None  # test number -> position in `numbers`, if not too big
 
     def update(self, batch: pa.Table, test_num: np.ndarray) -> None:
         unique, first, counts = np.unique(test_num, return_index=True, return_counts=True)
@@ -416,12 +420,23 @@ class _Catalogue:
             self._rebuild()
         if self.nameless:
             self._find_names(batch, test_num)
-        self.executions[np.searchsorted(self.numbers, unique)] += counts
+        self.executions[self.index_of(unique)] += counts
+
+    def index_of(self, test_num: np.ndarray) -> np.ndarray:
+        """Positions of known test numbers in `numbers`."""
+        if self.lookup is not None:
+            return self.lookup[test_num]
+        return np.searchsorted(self.numbers, test_num)
 
     def _rebuild(self) -> None:
         old = dict(zip(self.numbers.tolist(), self.executions.tolist(), strict=True))
         self.numbers = np.array(sorted(self.tests), np.uint32)
         self.executions = np.array([old.get(n, 0) for n in self.numbers.tolist()], np.int64)
+        # test numbers are often small: then a table lookup is far cheaper than a binary search
+        self.lookup = None
+        if self.numbers[-1] < LOOKUP_LIMIT:
+            self.lookup = np.zeros(int(self.numbers[-1]) + 1, np.int32)
+            self.lookup[self.numbers] = np.arange(len(self.numbers), dtype=np.int32)
         # no nulls inside a dictionary (pandas cannot make categories of them): a test without
         # a name gets "" here and a null index in the results
         self.names = pa.array([self.tests[n].name for n in self.numbers.tolist()], pa.string())
@@ -676,7 +691,7 @@ class Normalizer:
         names, indices, base = [], np.zeros(len(kind), np.int32), 0
         for code, catalogue in ((RESULT_KINDS.index(k), c) for k, c in self.catalogues.items()):
             rows = kind == code
-            indices[rows] = base + np.searchsorted(catalogue.numbers, test_num[rows])
+            indices[rows] = base + catalogue.index_of(test_num[rows])
             names.append(catalogue.names)
             base += len(catalogue.numbers)
         dictionary = pa.concat_arrays(names) if names else pa.array([], pa.string())
@@ -713,8 +728,8 @@ class Normalizer:
         if keep.all():
             self._emit(table, where.part)
         elif keep.any():
-            self._emit(table.filter(pa.array(keep)), where.part[keep])
-        return None if ready.all() else table.filter(pa.array(~ready))
+            self._emit(_take(table, keep), where.part[keep])
+        return None if ready.all() else _take(table, ~ready)
 
     # the end ---------------------------------------------------------------------------------
 
@@ -921,6 +936,15 @@ def _expand_pins(table: pa.Table, batch: pa.Table) -> pa.Table:
     expanded = expanded.set_column(expanded.schema.get_field_index("pin_index"), "pin_index", pa.array(pin))
     values = pc.list_flatten(results).cast(pa.float32())
     return expanded.set_column(expanded.schema.get_field_index("result"), "result", values)
+
+
+def _take(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """table.filter(rows), as a slice (no copy) when the rows are contiguous: the usual case, as
+    the results of the parts still open come last."""
+    picked = np.flatnonzero(rows)
+    if len(picked) and picked[-1] - picked[0] + 1 == len(picked):
+        return table.slice(int(picked[0]), len(picked))
+    return table.filter(pa.array(rows))
 
 
 def _offset(table: pa.Table, row: int) -> int:
