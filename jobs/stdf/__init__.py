@@ -25,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 
 from .engines import ENGINES, EngineError, read_batches
-from .normalize import RESULTS_SCHEMA, Normalizer, StructureError
+from .normalize import RESULTS_SCHEMA, MispredictionError, Normalizer, PartWalker, StructureError
 from .source import (
     StdfReadError,
+    StreamWindow,
     ends_inside_record,
     results_per_part,
     sniff_byte_order,
@@ -38,8 +39,18 @@ from .source import (
 __all__ = ["ENGINES", "TABLES", "StdfReadError", "StdfTables", "convert_stdf", "read_stdf"]
 
 TABLES = ("parts", "results", "tests", "bins")
-DEFAULT_BATCH_SIZE = 0  # 0: chosen per file by auto_batch_size()
+DEFAULT_BATCH_SIZE = 0  # 0: ARROW_BATCH_SIZE for the arrow engine, else chosen per file by auto_batch_size()
+# the arrow engine places results as their PTR batches arrive (see PartWalker), so it takes
+# stdf-convert's own batch size: smaller batches cost the parser more time per record
+ARROW_BATCH_SIZE = 1 << 16
 PENDING_RESULTS = 1 << 19  # target number of results per batch of parts (see auto_batch_size)
+RESULTS_PARQUET = {
+    # Parquet's dictionary encoding pays only where Arrow already has dictionaries: on the numeric
+    # columns it costs more time than it saves bytes (zstd compresses them better without it)
+    "use_dictionary": ["kind", "test_txt"],
+    # min/max of the test names (strings) is the costliest statistic, and no reader filters on them
+    "write_statistics": [field.name for field in RESULTS_SCHEMA if field.name != "test_txt"],
+}
 
 
 def auto_batch_size(path: Path, order: str) -> int:
@@ -99,9 +110,11 @@ def normalize_file(
     """
     path = Path(path)
     order = sniff_byte_order(path)
-    batch_size = batch_size or auto_batch_size(path, order.order)
+    batch_size = batch_size or (ARROW_BATCH_SIZE if engine == "arrow" else auto_batch_size(path, order.order))
     try:
-        parts, tests, bins, facts = _run(path, path.name, engine, batch_size, emit, progress)
+        parts, tests, bins, facts = _normalize(
+            path, path.name, engine, batch_size, order.order, emit, reset, progress
+        )
         # a header cut short after the last record reads as a clean end to both parsers
         cut = ends_inside_record(path, facts["records_end"])
         facts.update(truncated=cut, truncated_at=facts["records_end"] if cut else None)
@@ -111,7 +124,9 @@ def normalize_file(
             where = walk.complete_end if walk.problem else None
             raise StdfReadError(path, f"cannot decode: {walk.problem or exc}", where) from None
         reset()
-        parts, tests, bins, facts = _salvage(path, walk.complete_end, engine, batch_size, emit, progress)
+        parts, tests, bins, facts = _salvage(
+            path, walk.complete_end, engine, batch_size, order.order, emit, reset, progress
+        )
         facts.update(truncated=True, truncated_at=walk.complete_end, stream_bytes=walk.stream_end)
     facts.update(
         batch_size=batch_size,
@@ -123,8 +138,25 @@ def normalize_file(
     return parts, tests, bins, facts
 
 
-def _run(path: Path, name: str, engine: str, batch_size: int, emit, progress) -> tuple:
-    normalizer = Normalizer(emit, source_file=name)
+def _normalize(
+    path: Path, name: str, engine: str, batch_size: int, order: str, emit, reset, progress
+) -> tuple:
+    """`_run` with the part walker (arrow engine); again without it if it mispredicted."""
+    if engine != "arrow":
+        return _run(path, name, engine, batch_size, emit, progress)
+    try:
+        return _run(path, name, engine, batch_size, emit, progress, walk_order=order)
+    except MispredictionError:
+        reset()  # results were placed in the walker's parts: place them again
+        return _run(path, name, engine, batch_size, emit, progress)
+
+
+def _run(
+    path: Path, name: str, engine: str, batch_size: int, emit, progress, walk_order: str | None = None
+) -> tuple:
+    window = StreamWindow(path) if walk_order else None
+    walker = PartWalker(window, walk_order) if window else None
+    normalizer = Normalizer(emit, source_file=name, walker=walker)
     try:
         for count, (record_type, batch) in enumerate(read_batches(path, engine, batch_size)):
             normalizer.feed(record_type, batch)
@@ -132,6 +164,8 @@ def _run(path: Path, name: str, engine: str, batch_size: int, emit, progress) ->
                 progress(batch["byte_offset"][-1].as_py())
         result = normalizer.finish()
     except StructureError as exc:
+        if walker is not None and walker.covered >= 0:  # maybe the walker's doing: the parser's parts decide
+            raise MispredictionError(str(exc)) from None
         offset = exc.offset
         if normalizer.first_unknown is not None and normalizer.first_unknown < offset:
             offset = normalizer.first_unknown
@@ -141,15 +175,19 @@ def _run(path: Path, name: str, engine: str, batch_size: int, emit, progress) ->
         raise StdfReadError(path, f"corrupt: {exc}", offset) from None
     finally:
         normalizer.close()
+        if window is not None:
+            window.close()
     return result
 
 
-def _salvage(path: Path, end: int, engine: str, batch_size: int, emit, progress) -> tuple:
+def _salvage(path: Path, end: int, engine: str, batch_size: int, order: str, emit, reset, progress) -> tuple:
     """Parse the complete records of a truncated file, from a temporary copy of them."""
     with tempfile.NamedTemporaryFile(prefix="stdf-salvage-", suffix=".stdf") as prefix:
         write_prefix(path, end, prefix)
         try:
-            parts, tests, bins, facts = _run(Path(prefix.name), path.name, engine, batch_size, emit, progress)
+            parts, tests, bins, facts = _normalize(
+                Path(prefix.name), path.name, engine, batch_size, order, emit, reset, progress
+            )
         except EngineError as exc:
             raise StdfReadError(path, f"cannot decode: {exc}", end) from None
         except StdfReadError as exc:
@@ -188,20 +226,19 @@ class _ParquetSink:
     def _write_loop(self) -> None:
         import pyarrow.parquet as pq
 
+        options = {"compression": self.compression, **RESULTS_PARQUET}
         writer = None
         while (table := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    writer = writer or pq.ParquetWriter(
-                        self.path, RESULTS_SCHEMA, compression=self.compression
-                    )
+                    writer = writer or pq.ParquetWriter(self.path, RESULTS_SCHEMA, **options)
                     writer.write_table(table, row_group_size=table.num_rows)
                 except BaseException as exc:  # re-raised on the caller's thread in close()
                     self.error = exc
         if writer is not None:
             writer.close()
         elif self.error is None and self.finished:
-            pq.write_table(RESULTS_SCHEMA.empty_table(), self.path, compression=self.compression)
+            pq.write_table(RESULTS_SCHEMA.empty_table(), self.path, **options)
 
     def __call__(self, table: pa.Table) -> None:
         self.buffer.append(table)

@@ -72,15 +72,15 @@ def read_batches(path: str | Path, engine: str, batch_size: int) -> Iterator[Bat
     raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
-def _arrow_batches(path: str | Path, batch_size: int, prefetch: int = 512) -> Iterator[Batch]:
-    """stdf-convert's batches, pulled ahead on a thread into a queue of up to `prefetch` batches.
+def _arrow_batches(path: str | Path, batch_size: int, prefetch_rows: int = 1 << 20) -> Iterator[Batch]:
+    """stdf-convert's batches, pulled ahead on a thread into a queue of about `prefetch_rows` records.
 
     The normalizer works in bursts (when a batch of parts closes); stdf-convert's own hand-over
     queue is short, so without this queue the parser would stall during each burst.
     """
     import stdf_convert
 
-    ahead: queue.Queue = queue.Queue(maxsize=prefetch)
+    ahead: queue.Queue = queue.Queue(maxsize=max(8, prefetch_rows // batch_size))
     stop = threading.Event()
 
     def offer(item) -> bool:

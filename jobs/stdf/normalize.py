@@ -13,6 +13,7 @@ Parts, bins, tests and file facts are small (one row per die at most) and are bu
 from __future__ import annotations
 
 import datetime as dt
+import struct
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .records import KNOWN_RECORD_TYPES
+from .source import StreamWindow
 
 RESULT_KINDS = ("PTR", "FTR", "MPR")
 RAW_ROWS = 1 << 18  # raw result records decoded together (amortizes per-call overhead)
@@ -219,7 +221,6 @@ class _Parts:
 
     pir_by_site: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # seq, index
     prr_by_site: dict[int, np.ndarray] = field(default_factory=dict)
-    prr_batches: list[pa.RecordBatch] = field(default_factory=list)
     pir_wm: float = -1.0  # every PIR with a sequence number <= this has arrived
     all_pir: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     all_prr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
@@ -228,9 +229,14 @@ class _Parts:
     def count(self) -> int:
         return len(self.all_pir)
 
-    def add_pir(self, batch: pa.RecordBatch) -> None:
-        seq = to_numpy(batch["sequence_number"], np.uint64)
-        site = site_key(batch["HEAD_NUM"], batch["SITE_NUM"])
+    def add(self, record_type: str, seq: np.ndarray, site: np.ndarray) -> None:
+        """PIRs or PRRs (sequence numbers, site keys), the next ones in file order."""
+        if record_type == "PIR":
+            self.add_pir(seq, site)
+        else:
+            self.add_prr(seq, site)
+
+    def add_pir(self, seq: np.ndarray, site: np.ndarray) -> None:
         index = np.arange(self.count, self.count + len(seq))
         for key in np.unique(site).tolist():
             rows = site == key
@@ -242,10 +248,7 @@ class _Parts:
         self.all_pir = np.concatenate([self.all_pir, seq])
         self.pir_wm = float(seq[-1]) if len(seq) else self.pir_wm
 
-    def add_prr(self, batch: pa.RecordBatch) -> None:
-        self.prr_batches.append(batch)
-        seq = to_numpy(batch["sequence_number"], np.uint64)
-        site = site_key(batch["HEAD_NUM"], batch["SITE_NUM"])
+    def add_prr(self, seq: np.ndarray, site: np.ndarray) -> None:
         for key in np.unique(site).tolist():
             self.prr_by_site[key] = np.concatenate([self.prr_by_site.get(key, seq[:0]), seq[site == key]])
         self.all_prr = np.concatenate([self.all_prr, seq])
@@ -302,6 +305,93 @@ class _Parts:
         return placed
 
 
+PART_MARKS = {(5, 10): "PIR", (5, 20): "PRR"}  # (REC_TYP, REC_SUB)
+
+
+class MispredictionError(Exception):
+    """The walker's PIRs and PRRs differ from the parser's: the file must be normalized again."""
+
+
+class PartWalker:
+    """Finds the PIRs and PRRs between the PTRs the parser delivers, long before their own batches.
+
+    The parser hands over each record type in batches of its own; in a file with few parts of
+    thousands of tests each, the batch of PIRs and PRRs comes only at the end, and no result
+    could be placed until then. But each PTR batch says where its records lie (byte offset,
+    length, sequence number), and the few records between them are read off the decompressed
+    stream by their headers. `Normalizer.finish` checks the findings against the parser's own
+    PIRs and PRRs. The walker gives up (and the parser's batches take over) where the bytes
+    between two PTRs do not add up with their sequence numbers.
+    """
+
+    def __init__(self, window: StreamWindow, order: str) -> None:
+        self.window = window
+        self.header = struct.Struct(order + "HBB")
+        self.alive = True
+        self.covered = -1  # every record up to this sequence number has been accounted for
+        self.end = 0  # byte offset just past that record
+        self.found: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"PIR": [], "PRR": []}
+        self.delivered: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"PIR": [], "PRR": []}
+
+    def walk(self, batch: pa.RecordBatch) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """(sequence numbers, site keys) of the PIRs and PRRs before the batch's last PTR, or None
+        (and the walker stops) if the records between the PTRs cannot be accounted for."""
+        seq = to_numpy(batch["sequence_number"], np.int64)
+        begin = to_numpy(batch["byte_offset"], np.int64)
+        end = begin + 4 + to_numpy(batch["rec_len"], np.int64)
+        seq_before = np.concatenate([[self.covered], seq[:-1]])
+        end_before = np.concatenate([[self.end], end[:-1]])
+        marks: dict[str, tuple[list[int], list[int]]] = {"PIR": ([], []), "PRR": ([], [])}
+        for i in np.flatnonzero((seq - seq_before != 1) | (begin != end_before)).tolist():
+            if not self._walk_gap(int(end_before[i]), int(begin[i]), int(seq_before[i]), int(seq[i]), marks):
+                self.alive = False
+                return None
+        self.covered, self.end = int(seq[-1]), int(end[-1])
+        self.window.release(self.end)
+        found = {kind: (np.array(s, np.uint64), np.array(k, np.uint64)) for kind, (s, k) in marks.items()}
+        for kind, rows in found.items():
+            self.found[kind].append(rows)
+        return found
+
+    def _walk_gap(self, begin: int, end: int, seq_before: int, seq_after: int, marks: dict) -> bool:
+        """Follow the record headers from byte `begin` to `end`; True if they end exactly there
+        and are as many as the sequence numbers say."""
+        data = self.window.read(begin, end)
+        if data is None:
+            return False
+        offset, seq = 0, seq_before + 1
+        while offset + 4 <= len(data):
+            rec_len, typ, sub = self.header.unpack_from(data, offset)
+            if offset + 4 + rec_len > len(data):
+                return False
+            if kind := PART_MARKS.get((typ, sub)):
+                head = data[offset + 4] if rec_len >= 1 else 0  # missing fields read as 0, as in site_key
+                site = data[offset + 5] if rec_len >= 2 else 0
+                marks[kind][0].append(seq)
+                marks[kind][1].append(head << 8 | site)
+            offset += 4 + rec_len
+            seq += 1
+        return offset == len(data) and seq == seq_after
+
+    def check(self) -> None:
+        """Raise MispredictionError unless the parser delivered exactly the PIRs and PRRs found."""
+        for kind in PART_MARKS.values():
+            found_seq, found_site = _concat(self.found[kind])
+            seq, site = _concat(self.delivered[kind])
+            upto = seq.astype(np.int64) <= self.covered
+            if not (np.array_equal(found_seq, seq[upto]) and np.array_equal(found_site, site[upto])):
+                raise MispredictionError(f"the {kind}s found between the PTRs differ from the parser's")
+
+
+def _concat(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    return np.concatenate([seq for seq, _ in rows]), np.concatenate([site for _, site in rows])
+
+
+LOOKUP_LIMIT = 1 << 20  # the largest test number for a lookup table (4 MB)
+
+
 class _Catalogue:
     """The tests of one kind (PTR, FTR, MPR): each test's defaults from its first record (STDF:
     later records default to it), its name, and how often it ran. Arrays stay sorted by test
@@ -314,6 +404,7 @@ class _Catalogue:
         self.executions = np.zeros(0, np.int64)
         self.names = pa.array([], pa.string())
         self.nameless: set[int] = set()
+        self.lookup: np.ndarray | None = None  # test number -> position in `numbers`, if not too big
 
     def update(self, batch: pa.Table, test_num: np.ndarray) -> None:
         unique, first, counts = np.unique(test_num, return_index=True, return_counts=True)
@@ -329,12 +420,23 @@ class _Catalogue:
             self._rebuild()
         if self.nameless:
             self._find_names(batch, test_num)
-        self.executions[np.searchsorted(self.numbers, unique)] += counts
+        self.executions[self.index_of(unique)] += counts
+
+    def index_of(self, test_num: np.ndarray) -> np.ndarray:
+        """Positions of known test numbers in `numbers`."""
+        if self.lookup is not None:
+            return self.lookup[test_num]
+        return np.searchsorted(self.numbers, test_num)
 
     def _rebuild(self) -> None:
         old = dict(zip(self.numbers.tolist(), self.executions.tolist(), strict=True))
         self.numbers = np.array(sorted(self.tests), np.uint32)
         self.executions = np.array([old.get(n, 0) for n in self.numbers.tolist()], np.int64)
+        # test numbers are often small: then a table lookup is far cheaper than a binary search
+        self.lookup = None
+        if self.numbers[-1] < LOOKUP_LIMIT:
+            self.lookup = np.zeros(int(self.numbers[-1]) + 1, np.int32)
+            self.lookup[self.numbers] = np.arange(len(self.numbers), dtype=np.int32)
         # no nulls inside a dictionary (pandas cannot make categories of them): a test without
         # a name gets "" here and a null index in the results
         self.names = pa.array([self.tests[n].name for n in self.numbers.tolist()], pa.string())
@@ -415,11 +517,19 @@ class Normalizer:
     `finish()` returns the parts, tests and bins tables and the file facts.
     """
 
-    def __init__(self, emit: Callable[[pa.Table], None], source_file: str, spill_rows: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        emit: Callable[[pa.Table], None],
+        source_file: str,
+        spill_rows: int = 1 << 20,
+        walker: PartWalker | None = None,
+    ) -> None:
         self.emit = emit
         self.source_file = source_file
         self.counts: Counter[str] = Counter()
         self.parts = _Parts()
+        self.walker = walker
+        self.prr_batches: list[pa.RecordBatch] = []
         self.raw: dict[str, list[pa.RecordBatch]] = {}
         self.raw_rows = 0
         self.pending = _Spill(spill_rows)
@@ -441,19 +551,56 @@ class Normalizer:
         if record_type in RESULT_KINDS:
             self.raw.setdefault(record_type, []).append(batch)  # decoded in bulk, see _decode_raw
             self.raw_rows += batch.num_rows
-            if self.raw_rows >= RAW_ROWS:
+            if record_type == "PTR" and self.walker is not None and self.walker.alive:
+                self._walk(batch)
+            elif self.raw_rows >= RAW_ROWS:
                 self._decode_raw()
-        elif record_type == "PIR":
-            self.parts.add_pir(batch)
-        elif record_type == "PRR":  # PRR batch k arrives after PIR batch k: results before it can settle
-            self.parts.add_prr(batch)
-            self._settle(final=False)
+        elif record_type in PART_MARKS.values():
+            self._part_marks(record_type, batch)
         elif record_type == "UNKNOWN":
             self._unknown(batch)
         elif record_type in ("FAR", "MIR", "MRR", "WIR", "WRR", "HBR", "SBR", "TSR"):
             self.small.setdefault(record_type, []).append(batch)
         if self.settling is not None and next(self.settling, StopIteration) is StopIteration:
             self.settling = None
+
+    def _walk(self, batch: pa.RecordBatch) -> None:
+        """Place the parts the walker finds up to this PTR batch, and settle what they close."""
+        found = self.walker.walk(batch)
+        if found is None:
+            self._hand_over()
+            return
+        for record_type, (seq, site) in found.items():
+            self.parts.add(record_type, seq, site)
+        self.parts.pir_wm = float(self.walker.covered)
+        self._settle(final=False)
+
+    def _part_marks(self, record_type: str, batch: pa.RecordBatch) -> None:
+        """The parser's PIRs or PRRs: what the walker has not covered goes to the parts, the rest
+        is kept to check the walker's findings."""
+        if record_type == "PRR":
+            self.prr_batches.append(batch)
+        seq = to_numpy(batch["sequence_number"], np.uint64)
+        site = site_key(batch["HEAD_NUM"], batch["SITE_NUM"])
+        if self.walker is None:
+            self.parts.add(record_type, seq, site)
+        else:
+            self.walker.delivered[record_type].append((seq, site))
+            if self.walker.alive:
+                return
+            later = seq.astype(np.int64) > self.walker.covered
+            self.parts.add(record_type, seq[later], site[later])
+        if record_type == "PRR":  # PRR batch k arrives after PIR batch k: results before it can settle
+            self._settle(final=False)
+
+    def _hand_over(self) -> None:
+        """The walker stops (it gave up, or the file ended): the parser's PIRs and PRRs after what
+        it covered take over."""
+        self.walker.alive = False
+        for record_type, delivered in self.walker.delivered.items():
+            for seq, site in delivered:
+                later = seq.astype(np.int64) > self.walker.covered
+                self.parts.add(record_type, seq[later], site[later])
 
     def _unknown(self, batch: pa.RecordBatch) -> None:
         """Unknown subtypes of STDF's record types are skipped and counted.
@@ -544,7 +691,7 @@ class Normalizer:
         names, indices, base = [], np.zeros(len(kind), np.int32), 0
         for code, catalogue in ((RESULT_KINDS.index(k), c) for k, c in self.catalogues.items()):
             rows = kind == code
-            indices[rows] = base + np.searchsorted(catalogue.numbers, test_num[rows])
+            indices[rows] = base + catalogue.index_of(test_num[rows])
             names.append(catalogue.names)
             base += len(catalogue.numbers)
         dictionary = pa.concat_arrays(names) if names else pa.array([], pa.string())
@@ -581,12 +728,16 @@ class Normalizer:
         if keep.all():
             self._emit(table, where.part)
         elif keep.any():
-            self._emit(table.filter(pa.array(keep)), where.part[keep])
-        return None if ready.all() else table.filter(pa.array(~ready))
+            self._emit(_take(table, keep), where.part[keep])
+        return None if ready.all() else _take(table, ~ready)
 
     # the end ---------------------------------------------------------------------------------
 
     def finish(self) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+        if self.walker is not None:
+            self.walker.check()
+            if self.walker.alive:
+                self._hand_over()
         self._settle(final=True)
         self.close()
         parts, open_parts = self._parts_table()
@@ -605,9 +756,9 @@ class Normalizer:
         return pa.Table.from_batches(batches) if batches else None
 
     def _parts_table(self) -> tuple[pa.Table, int]:
-        if not self.parts.prr_batches:
+        if not self.prr_batches:
             return PARTS_SCHEMA.empty_table(), self.parts.count
-        prr = pa.Table.from_batches(self.parts.prr_batches)
+        prr = pa.Table.from_batches(self.prr_batches)
         seq = to_numpy(prr["sequence_number"], np.uint64)
         site = site_key(prr["HEAD_NUM"], prr["SITE_NUM"])
         where = self.parts.place(site, seq)
@@ -743,7 +894,7 @@ class Normalizer:
             "finish_time_utc": epoch_to_utc(mrr["FINISH_T"][0].as_py()) if mrr is not None else None,
             "stdf_ver": far["STDF_VER"][0].as_py() if far is not None else None,
             "cpu_type": far["CPU_TYPE"][0].as_py() if far is not None else None,
-            "parts": sum(b.num_rows for b in self.parts.prr_batches),
+            "parts": sum(b.num_rows for b in self.prr_batches),
             "results": self.results_written,
             "record_counts": dict(sorted(self.counts.items())),
             "records_end": self.records_end,
@@ -785,6 +936,15 @@ def _expand_pins(table: pa.Table, batch: pa.Table) -> pa.Table:
     expanded = expanded.set_column(expanded.schema.get_field_index("pin_index"), "pin_index", pa.array(pin))
     values = pc.list_flatten(results).cast(pa.float32())
     return expanded.set_column(expanded.schema.get_field_index("result"), "result", values)
+
+
+def _take(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """table.filter(rows), as a slice (no copy) when the rows are contiguous: the usual case, as
+    the results of the parts still open come last."""
+    picked = np.flatnonzero(rows)
+    if len(picked) and picked[-1] - picked[0] + 1 == len(picked):
+        return table.slice(int(picked[0]), len(picked))
+    return table.filter(pa.array(rows))
 
 
 def _offset(table: pa.Table, row: int) -> int:

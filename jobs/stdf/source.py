@@ -10,7 +10,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import struct
+import threading
 import zipfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -154,6 +156,75 @@ def walk_records(path: str | Path, order: str, chunk: int = 1 << 20) -> Walk:
         return Walk(records, offset, stream_end, None)
     missing = "header" if stream_end - offset < 4 else "record"
     return Walk(records, offset, stream_end, f"truncated: the last {missing} at byte {offset} is incomplete")
+
+
+class StreamWindow:
+    """The decompressed stream of a file, decompressed ahead on a thread, for a reader that looks
+    at bytes near a moving position (the records between those a parser has delivered).
+
+    Bytes before the position given to `release` are dropped, and the thread stays at most
+    `lead` bytes past it, so memory stays bounded whatever the file size (zlib and bz2 release
+    the GIL, so decompressing overlaps with the reader's work).
+    """
+
+    def __init__(self, path: str | Path, lead: int = 1 << 25, chunk: int = 1 << 20) -> None:
+        self.lead = lead
+        self.chunks: deque[tuple[int, bytes]] = deque()  # (stream offset, data), in order
+        self.start = self.end = 0  # stream offsets of the first kept byte and past the last
+        self.done = self.closed = False
+        self.ready = threading.Condition()
+        self.thread = threading.Thread(target=self._fill, args=(path, chunk), name="stdf-window", daemon=True)
+        self.thread.start()
+
+    def _fill(self, path: str | Path, chunk: int) -> None:
+        try:
+            with open_stream(path) as stream:
+                while data := stream.read(chunk):
+                    with self.ready:
+                        while self.end - self.start > self.lead and not self.closed:
+                            self.ready.wait()
+                        if self.closed:
+                            return
+                        self.chunks.append((self.end, data))
+                        self.end += len(data)
+                        self.ready.notify_all()
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError):
+            pass  # a damaged stream: reads past what came out fail; the engine reports the damage
+        finally:
+            with self.ready:
+                self.done = True
+                self.ready.notify_all()
+
+    def read(self, begin: int, end: int) -> bytes | None:
+        """Stream bytes begin..end; None if they are released, too far ahead or past the end."""
+        with self.ready:
+            if begin < self.start or end - self.start > self.lead:
+                return None
+            while self.end < end and not self.done:
+                self.ready.wait()
+            if self.end < end:
+                return None
+            parts = [
+                data[max(begin - at, 0) : end - at]
+                for at, data in self.chunks
+                if at < end and at + len(data) > begin
+            ]
+        return b"".join(parts)
+
+    def release(self, before: int) -> None:
+        """Drop the bytes before stream offset `before` (never read again)."""
+        with self.ready:
+            while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= before:
+                at, data = self.chunks.popleft()
+                self.start = at + len(data)
+            self.ready.notify_all()
+
+    def close(self) -> None:
+        with self.ready:
+            self.closed = True
+            self.chunks.clear()
+            self.ready.notify_all()
+        self.thread.join()
 
 
 def write_prefix(path: str | Path, end: int, out: BinaryIO, chunk: int = 1 << 24) -> None:
