@@ -41,8 +41,10 @@ run can add days to the same root; oracle.json and faults.json are merged).
 
 Faults (`--faults`) damage the floor the way real ones do: KIND:FAB:DATE[..DATE][:PARAM],
 comma-separated, KIND one of `FAULT_KINDS` (offline, truncated, corrupted, duplicated,
-localtime, dialect). Each applied fault is recorded in truth/faults.json with the file and byte
-offsets.
+localtime, dialect, missing, outlier, drift). Each applied fault is recorded in truth/faults.json
+with the file and byte offsets, or whatever else says exactly what it damaged. Faults draw
+their random choices from their own generator, seeded per (seed, fault, fab, day), so a faulty
+run's other data is the clean run's.
 
 ``dialect:FAB:DATE[..DATE]`` (no PARAM) writes that fab's wafer-sort files of those days in its
 own test-program dialect, as fabs running their own flavour of a program do: the same tests and
@@ -58,6 +60,43 @@ The dies, their results, bins and final test, and so the truth and oracle, are t
 run without the fault; only the representation changes. faults.json gets one entry per fab-day
 with the unit rules applied (`units`: pattern -> [from, to, factor]), the renamed tests
 (`renames`: standard name -> dialect name) and the files.
+
+Three faults damage what wafer-sort files say was measured (`damage_wafer`, in `sort_wafer`
+before binning), as test floors do. They change the file's results, flags and bins only: the
+dies, which of them go on to final test (the fault-free run's passing dies), the final-test
+files, the truth parquet, p_fail_true and the oracle are the fault-free run's, and so are the
+wafer's start and end times. The data is damaged, not the silicon, so the truth stays the
+reference a monitor is checked against. The retested dies are those of the fault-free run that
+the damaged flow still retests, with the same retest measurements. Each entry has
+`rebinned_dies`: how many dies' final bin in the file differs from the fault-free run's (all
+results faults of the file together).
+
+``missing:FAB:DATE[..DATE][:N]``: on one wafer file per fab-day (chosen like the file faults'),
+N parametric tests (default `MISSING_TESTS` = 3, chosen at random; at least one test stays) are
+commented out of the program: no PTR for them for any die and no TSR; the other tests keep
+their TEST_NUMs, and the dies are binned by the remaining tests (a die that failed only a
+dropped test passes; PRR NUM_TEST and TEST_T count the remaining tests). faults.json: `file`,
+`tests` (names as written), `test_nums`.
+
+``outlier:FAB:DATE[..DATE][:N]``: on one wafer file per fab-day, N dies (default `OUTLIER_DIES`
+= 20) read a physically impossible value on one parametric test with both limits finite (chosen
+at random): `OUTLIER_FACTOR` (1e9) times its nominal value, e.g. 4.2e8 V on a 0.42 V threshold
+voltage or 1.4e10 mA of active current, in PTR RESULT (never NaN). They fail that test (TEST_FLG
+0x80, PARM_FLG high or low), stop there as the flow does and get its soft and hard bin. The dies
+are first-pass dies that passed and that the floor would not retest on failing, so each die
+reads the value once (all such dies if the wafer has fewer than N). faults.json: `file`, `test`,
+`test_num`, `units`, `lo_limit`, `hi_limit`, `value` (as written), `dies` (how many), `xy` ([X,
+Y] of each), `soft_bin`, `hard_bin`.
+
+``drift:FAB:DATE[..DATE][:SIGMAS]``: every wafer-sort file of the fab-day reads the
+`DRIFT_FAMILY` tests (the VTH_N_PM* threshold voltages) SIGMAS (default `DRIFT_SIGMAS` = 1.5,
+may be negative) times the family's sigma higher (0.012 V, about its spread on a wafer: 1.5
+sigma is +18 mV), first passes and retests, as after a tester's calibration drift; PASS/FAIL
+flags and bins follow the limits (a few more dies fail). A measurement drift, not a process one:
+the dies' hidden factors, their final test and the truth are unchanged (a process drift would
+move them together, and final test with them). faults.json: one entry per fab-day with `family`,
+`tests`, `test_nums`, `units`, `shift_sigmas`, `sigma` and `shift` (in the units), `files` and
+`rebinned_dies` per file.
 """
 
 from __future__ import annotations
@@ -329,6 +368,19 @@ class Program:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def subset(self, keep: np.ndarray) -> Program:
+        """The program with only the tests `keep` (bool over the tests), in flow order; TEST_NUMs
+        and everything else of those tests unchanged (the `missing` fault)."""
+        index = np.flatnonzero(keep)
+        picked: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                picked[name] = [value[i] for i in index]
+            elif isinstance(value, np.ndarray):
+                picked[name] = value[:, index] if value.ndim == 2 else value[index]
+        return replace(self, **picked)
 
 
 @dataclass(frozen=True)
@@ -700,9 +752,13 @@ for _soft, (_name, _hard) in SOFT_BINS.items():
     _HARD_OF_SOFT[_soft] = _hard
 
 
-def retest(rng: np.random.Generator, first: Results) -> np.ndarray:
-    """Dies tested again at the end of the wafer: continuity failures and a few others."""
-    other = rng.random(len(first.soft_bin)) < PROCESS.retest_other_fails
+def retest_draw(rng: np.random.Generator, dies: int) -> np.ndarray:
+    """Which dies would be retested if they failed other than on continuity (those always are)."""
+    return rng.random(dies) < PROCESS.retest_other_fails
+
+
+def retested(first: Results, other: np.ndarray) -> np.ndarray:
+    """Dies tested again at the end of the wafer: continuity failures and the `other` failures."""
     return np.flatnonzero(~first.passed & ((first.soft_bin == 50) | other))
 
 
@@ -712,6 +768,17 @@ def take(dies: Die, index: np.ndarray) -> Die:
 
 def stack(parts: Sequence[Results]) -> Results:
     return Results(*(np.concatenate([getattr(r, f) for r in parts]) for f in Results.__dataclass_fields__))
+
+
+def take_results(results: Results, index: np.ndarray) -> Results:
+    return Results(*(getattr(results, f)[index] for f in Results.__dataclass_fields__))
+
+
+def final_bins(first: Results, second: Results, again: np.ndarray) -> np.ndarray:
+    """Each die's soft bin after its retest (if any)."""
+    soft = first.soft_bin.copy()
+    soft[again] = second.soft_bin
+    return soft
 
 
 def key_test_z(program: Program, value: np.ndarray, name: str) -> np.ndarray:
@@ -1159,6 +1226,27 @@ class SortedWafer:
     offsets: np.ndarray  # of every record
     end: int  # end of test (UTC)
     passing: dict[str, np.ndarray]  # the dies that passed: x, y, latent, p_fail, causes
+    damage: list[tuple[Fault, dict[str, Any]]]  # the results faults applied, with their details
+
+
+def wafer_parts(
+    first: Results,
+    second: Results,
+    again: np.ndarray,
+    dies: Die,
+    touchdown: np.ndarray,
+    site: np.ndarray,
+    sites: int,
+) -> Parts:
+    """A wafer's part insertions in file order: every die once, then the retests of dies `again`."""
+    return Parts(
+        stack([first, second]),
+        np.concatenate([touchdown, touchdown.max() + 1 + np.arange(len(again)) // sites]),
+        np.concatenate([site, 1 + np.arange(len(again)) % sites]),
+        np.concatenate([dies.x, dies.x[again]]),
+        np.concatenate([dies.y, dies.y[again]]),
+        np.concatenate([np.zeros(len(dies.x)), np.full(len(again), 0x02)]).astype(np.uint8),
+    )
 
 
 def sort_wafer(
@@ -1170,10 +1258,12 @@ def sort_wafer(
     base: np.ndarray,
     shift: int,
     dialect: bool = False,
+    faults: Sequence[Fault] = (),
 ) -> SortedWafer:
     """Test one wafer: the STDF stream and what final test needs about its good dies. With
     `dialect` the stream is written in the fab's own test-program dialect (`dialect_program`);
-    the dies, results and bins are the same."""
+    the dies, results and bins are the same. Results `faults` (missing, outlier, drift) change
+    what the stream says (`damage_wafer`), not the dies, their final test or the truth."""
     rng = np.random.default_rng([seed, _fab_index(fab), day.toordinal(), plan.lot_index, plan.wafer, 0])
     tester, program = FABS[fab].testers[plan.tester], wafer_sort_program(scale.n_ptr)
     written = dialect_program(scale.n_ptr) if dialect else program
@@ -1181,16 +1271,10 @@ def sort_wafer(
     order, touchdown, site = probe_order(dies.x, dies.y, tester.sites)
     dies = take(dies, order)
     first = measure(rng, program, dies, glitch=rng.random(len(order)) < PROCESS.contact_glitch)
-    again = retest(rng, first)
+    other = retest_draw(rng, len(order))
+    again = retested(first, other)
     second = measure(rng, program, take(dies, again), glitch=None)
-    parts = Parts(
-        stack([first, second]),
-        np.concatenate([touchdown, touchdown.max() + 1 + np.arange(len(again)) // tester.sites]),
-        np.concatenate([site, 1 + np.arange(len(again)) % tester.sites]),
-        np.concatenate([dies.x, dies.x[again]]),
-        np.concatenate([dies.y, dies.y[again]]),
-        np.concatenate([np.zeros(len(order)), np.full(len(again), 0x02)]).astype(np.uint8),
-    )
+    parts = wafer_parts(first, second, again, dies, touchdown, site, tester.sites)
     passed, value = first.passed.copy(), first.value.copy()
     passed[again], value[again] = second.passed, second.value
     p_fail, causes = ft_fail_probability(
@@ -1199,6 +1283,13 @@ def sort_wafer(
     duration = min(test_seconds(parts), plan.slot_length - 60)
     start = plan.slot_start + int(rng.uniform(0, max(plan.slot_length - 60 - duration, 1)))
     end = start + int(duration)
+    damage: list[tuple[Fault, dict[str, Any]]] = []
+    if faults:  # the file says what the damaged flow measured; the wafer's times stay
+        rngs = [_fault_rng(seed, f, fab, day) for f in faults]
+        written, first, second, again, damage = damage_wafer(
+            program, written, dies, first, second, again, other, list(zip(faults, rngs, strict=True))
+        )
+        parts = wafer_parts(first, second, again, dies, touchdown, site, tester.sites)
 
     stream = Stream(tester.byte_order)
     stream.add("FAR", CPU_TYPE=1 if tester.byte_order == ">" else 2, STDF_VER=4)
@@ -1226,7 +1317,7 @@ def sort_wafer(
     passing = dict(
         x=dies.x[good], y=dies.y[good], latent=dies.latent[good], p_fail=p_fail[good], causes=causes[good]
     )
-    return SortedWafer(stream.content(), stream.offsets(), end, passing)
+    return SortedWafer(stream.content(), stream.offsets(), end, passing, damage)
 
 
 def final_test_results(
@@ -1352,19 +1443,181 @@ def duplicate(path: Path, rng: np.random.Generator) -> dict[str, Any]:
     return dict(copy=copy, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
+# Results faults: they change what one wafer's file says its dies measured, before binning. The
+# dies, which of them go on to final test, the final-test files, the truth and the oracle are the
+# fault-free run's: the floor's data is damaged, not its silicon (`damage_wafer`).
+MISSING_TESTS = 3  # missing: parametric tests dropped from the program, by default
+OUTLIER_DIES = 20  # outlier: dies reading an impossible value, by default
+OUTLIER_FACTOR = 1e9  # outlier: the value read is this times the test's nominal value
+DRIFT_FAMILY = "VTH_N_PM"  # drift: the family of tests that reads shifted values
+DRIFT_SIGMAS = 1.5  # drift: the shift, by default, in the family's sigmas
+
+
+@dataclass
+class Damage:
+    """One wafer's results while results faults change them: both passes' values and flags over
+    the whole program (the model's units), which tests the program keeps, and the retest draw."""
+
+    program: Program  # the model's program
+    written: Program  # the program the file is written with (the dialect's, or the model's)
+    x: np.ndarray  # the dies (first pass, probing order)
+    y: np.ndarray
+    value: list[np.ndarray]  # [first pass, retests]: (parts, tests), copies
+    failed: list[np.ndarray]
+    num_fail: list[np.ndarray]
+    other: np.ndarray  # first pass: dies retested if they fail (continuity failures always are)
+    keep: np.ndarray  # bool over the tests: still in the program
+
+    def results(self, k: int) -> Results:
+        """Pass k (0: first, 1: retests) binned by the tests the program keeps: a die runs the
+        kept tests in flow order and stops at its first failure."""
+        keep = self.keep
+        return _bin(
+            self.program.subset(keep), *(a[k][:, keep] for a in (self.value, self.failed, self.num_fail))
+        )
+
+    def test_detail(self, tests: np.ndarray) -> dict[str, Any]:
+        """Tests as the file writes them: names, numbers."""
+        return dict(
+            tests=[self.written.names[j] for j in tests],
+            test_nums=[int(self.written.number[j]) for j in tests],
+        )
+
+
+def family_tests(program: Program, stem: str) -> np.ndarray:
+    """Indices of a PTR family's tests: {stem}{n} or {stem}_{pin}, with any _C{k} suffix."""
+    pattern = re.compile(rf"{re.escape(stem)}(\d+|_[A-Z0-9]+)(_C\d+)?")
+    return np.array([j for j, n in enumerate(program.names) if pattern.fullmatch(n)], dtype=int)
+
+
+def drift_results(damage: Damage, rng: np.random.Generator, sigmas: float | None) -> dict[str, Any]:
+    """`drift`: every die's DRIFT_FAMILY tests read `sigmas` of the family's sigma higher (of
+    ln(value) for a lognormal family), as after a tester's calibration drift; flags follow the
+    limits. Deterministic: the rng is unused."""
+    sigmas = DRIFT_SIGMAS if sigmas is None else sigmas
+    program, tests = damage.program, family_tests(damage.program, DRIFT_FAMILY)
+    family = next(f for f in PTR_FAMILIES if f.stem == DRIFT_FAMILY)
+    step = sigmas * family.sigma
+    lo, hi = program.lo[tests], program.hi[tests]
+    for value, failed in zip(damage.value, damage.failed, strict=True):
+        drifted = value[:, tests] * np.exp(step) if family.log else value[:, tests] + step
+        value[:, tests] = drifted
+        failed[:, tests] = ~((value[:, tests] > lo) & (value[:, tests] < hi))
+    factor = 1.0 if damage.written.factor is None else float(damage.written.factor[tests[0]])
+    detail = dict(family=DRIFT_FAMILY, **damage.test_detail(tests), units=damage.written.units[tests[0]])
+    if family.log:  # the values are multiplied by exp(shift_sigmas x sigma_log)
+        return detail | dict(shift_sigmas=sigmas, sigma_log=family.sigma, factor=float(np.exp(step)))
+    shift = float(f"{step * factor:.12g}")  # 0.018, not 0.018000000000000002
+    return detail | dict(shift_sigmas=sigmas, sigma=family.sigma * factor, shift=shift)
+
+
+def drop_tests(damage: Damage, rng: np.random.Generator, count: float | None) -> dict[str, Any]:
+    """`missing`: `count` parametric tests, chosen at random, leave the program (at least one stays):
+    no PTR and no TSR for them; the dies are binned by the remaining tests."""
+    ptr = np.flatnonzero(~damage.program.is_ftr & damage.keep)
+    count = min(MISSING_TESTS if count is None else int(count), len(ptr) - 1)
+    drop = np.sort(rng.choice(ptr, count, replace=False))
+    damage.keep[drop] = False
+    return damage.test_detail(drop)
+
+
+def outlier_results(damage: Damage, rng: np.random.Generator, count: float | None) -> dict[str, Any]:
+    """`outlier`: `count` dies read OUTLIER_FACTOR x nominal on one parametric test with both limits
+    finite, chosen at random, and fail it (they stop there and get its bin). The dies are first-pass
+    passing dies that would not be retested on failing, so each reads it once."""
+    program, count = damage.program, OUTLIER_DIES if count is None else int(count)
+    finite = np.isfinite(program.lo) & np.isfinite(program.hi) & (program.nominal != 0)
+    test = int(rng.choice(np.flatnonzero(~program.is_ftr & damage.keep & finite)))
+    candidates = np.flatnonzero(damage.results(0).passed & ~damage.other)
+    dies = np.sort(rng.choice(candidates, min(count, len(candidates)), replace=False))
+    value = np.float32(program.nominal[test] * OUTLIER_FACTOR)
+    assert not program.lo[test] < value < program.hi[test]
+    damage.value[0][dies, test], damage.failed[0][dies, test] = value, True
+    written = damage.written
+    lo, hi = (
+        float(written.written(np.array([v]), np.array([test]))[0])
+        for v in (program.lo[test], program.hi[test])
+    )
+    soft = int(program.soft_bin[test])
+    return dict(
+        test=written.names[test],
+        test_num=int(written.number[test]),
+        units=written.units[test],
+        lo_limit=lo,
+        hi_limit=hi,
+        value=float(written.written(np.array([value]), np.array([test]))[0]),
+        dies=len(dies),
+        xy=[[int(damage.x[d]), int(damage.y[d])] for d in dies],
+        soft_bin=soft,
+        hard_bin=int(_HARD_OF_SOFT[soft]),
+    )
+
+
+RESULTS_ORDER = ("drift", "missing", "outlier")  # results faults on one wafer apply in this order
+
+
+def damage_wafer(
+    program: Program,
+    written: Program,
+    dies: Die,
+    first: Results,
+    second: Results,
+    again: np.ndarray,
+    other: np.ndarray,
+    faults: Sequence[tuple[Fault, np.random.Generator]],
+) -> tuple[Program, Results, Results, np.ndarray, list[tuple[Fault, dict[str, Any]]]]:
+    """What a wafer's file says under results faults: the program it is written with, the first
+    pass, the retests and the retested dies (of the fault-free `again`, those the damaged flow
+    still retests), and each fault's faults.json detail. `rebinned_dies` counts the dies whose
+    final bin in the file differs from the fault-free run's (all the file's results faults)."""
+    damage = Damage(
+        program,
+        written,
+        dies.x,
+        dies.y,
+        [first.value.copy(), second.value.copy()],
+        [first.failed.copy(), second.failed.copy()],
+        [first.num_fail, second.num_fail],
+        other,
+        np.ones(len(program), dtype=bool),
+    )
+    details = [
+        (fault, FAULT_KINDS[fault.kind].apply(damage, rng, fault.param))
+        for fault, rng in sorted(faults, key=lambda f: RESULTS_ORDER.index(f[0].kind))
+    ]
+    new_first, new_second = damage.results(0), damage.results(1)
+    new_again = np.intersect1d(again, retested(new_first, other))
+    new_second = take_results(new_second, np.isin(again, new_again))
+    before, after = final_bins(first, second, again), final_bins(new_first, new_second, new_again)
+    rebinned = int((before != after).sum())
+    details = [(fault, detail | dict(rebinned_dies=rebinned)) for fault, detail in details]
+    return written.subset(damage.keep), new_first, new_second, new_again, details
+
+
 @dataclass(frozen=True)
 class FaultKind:
     what: str
     # "day" (whole fab-day), "clock" (time fields), "program" (names and units the wafer-sort files
-    # are written with), "content" (bytes before compression), "file"
+    # are written with), "content" (bytes before compression), "file", "results" (what one wafer
+    # file's dies measured), "measurement" (what every wafer-sort file of the fab-day measured)
     target: str
     apply: Callable[..., Any] | None = None
     param: str | None = None  # what the optional :PARAM means, if the kind takes one
+    check: Callable[[float], str | None] | None = None  # what is wrong with a PARAM, None if fine
+
+
+def _whole(value: float) -> str | None:
+    whole = np.isfinite(value) and value >= 1 and value == int(value)
+    return None if whole else "must be a whole number of at least 1"
+
+
+def _sigmas(value: float) -> str | None:
+    return None if np.isfinite(value) and value != 0 else "must be a finite number of sigmas other than 0"
 
 
 # Add a kind here: "content" faults get (content, record offsets, rng) and return (content, details);
-# "file" faults get (path, rng) after the file is written. Faults that change *values* (missing or
-# drifted parameters) would get a "results" target applied in `sort_wafer` before binning.
+# "file" faults get (path, rng) after the file is written; "results" and "measurement" faults get
+# (Damage, rng, PARAM) in `sort_wafer` before binning and return details (`damage_wafer`).
 FAULT_KINDS: dict[str, FaultKind] = {
     "offline": FaultKind(
         "the fab delivers nothing that day, no _READY; FT files due then land the next day it delivers", "day"
@@ -1389,6 +1642,30 @@ FAULT_KINDS: dict[str, FaultKind] = {
         " IDD_ACTIVE_{n}/RO_FMAX_{n}/VTN_PM_{n}; same TEST_NUMs and dies, final test unchanged",
         "program",
     ),
+    "missing": FaultKind(
+        "one wafer file's program lacks PARAM parametric tests: no PTR or TSR for them, dies binned by"
+        " the remaining tests",
+        "results",
+        drop_tests,
+        param=f"tests dropped (default {MISSING_TESTS})",
+        check=_whole,
+    ),
+    "outlier": FaultKind(
+        "PARAM dies of one wafer file read an impossible 1e9 x nominal (OUTLIER_FACTOR) on one"
+        " parametric test with both limits, and fail it",
+        "results",
+        outlier_results,
+        param=f"dies (default {OUTLIER_DIES})",
+        check=_whole,
+    ),
+    "drift": FaultKind(
+        f"every wafer-sort file of the fab-day reads the {DRIFT_FAMILY}* tests PARAM sigmas higher (a"
+        " measurement drift: dies, final test and truth unchanged)",
+        "measurement",
+        drift_results,
+        param=f"sigmas, may be negative (default {DRIFT_SIGMAS:g})",
+        check=_sigmas,
+    ),
 }
 FAULT_GRAMMAR = "KIND:FAB:DATE[..DATE][:PARAM], comma-separated; KIND one of " + ", ".join(FAULT_KINDS)
 
@@ -1408,9 +1685,13 @@ def parse_faults(text: str | None) -> list[Fault]:
         first, _, last = days.partition("..")
         param = None
         if len(pieces) == 4:
-            if FAULT_KINDS[kind].param is None:
+            spec = FAULT_KINDS[kind]
+            if spec.param is None:
                 raise ValueError(f"fault {item!r}: {kind} takes no parameter")
             param = _number(pieces[3], f"fault {item!r}: parameter")
+            problem = spec.check(param) if spec.check else None
+            if problem:
+                raise ValueError(f"fault {item!r}: parameter {pieces[3]!r} {problem}; PARAM: {spec.param}")
         faults.append(Fault(kind, fab, parse_date(first), parse_date(last or first), param, item))
     return faults
 
@@ -1441,6 +1722,11 @@ def clock_shift(faults: Sequence[Fault], fab: str, day: dt.date) -> tuple[int, F
 def dialect_fault(faults: Sequence[Fault], fab: str, day: dt.date) -> Fault | None:
     """The dialect fault (if any) under which a fab writes its wafer-sort files that day."""
     return next((f for f in faults if f.kind == "dialect" and f.covers(fab, day)), None)
+
+
+def measurement_faults(faults: Sequence[Fault], fab: str, day: dt.date) -> list[Fault]:
+    """The faults (drift) that change what every wafer-sort file of a fab-day measured."""
+    return [f for f in faults if FAULT_KINDS[f.kind].target == "measurement" and f.covers(fab, day)]
 
 
 def is_offline(faults: Sequence[Fault], fab: str, day: dt.date) -> bool:
@@ -1503,7 +1789,7 @@ def simulate_fab_day(run: Run, fab: str, day: dt.date) -> list[dict]:
     ft_files, truth = final_test_day(run, fab, day, good)
     write_truth(run.root / "truth" / fab / f"{day.isoformat()}.parquet", truth)
     return (
-        entries
+        _fab_day_entries(entries)
         + _localtime_entries(run, fab, day, wafer_files, ft_files)
         + _dialect_entries(run, fab, day, wafer_files)
     )
@@ -1517,9 +1803,13 @@ def land_wafer(
     shift, _ = clock_shift(run.faults, fab, day)
     dialect = dialect_fault(run.faults, fab, day) is not None
     base = lot_base(run.seed, fab, day, plan.lot_index)
-    wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect)
+    damaging = [f for f in faults if FAULT_KINDS[f.kind].target == "results"]
+    damaging += measurement_faults(run.faults, fab, day)
+    wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect, damaging)
     path = run.root / "landing" / fab / day.isoformat() / f"{plan.lot}_{plan.wafer:02d}.stdf.gz"
     content, entries = wafer.content, []
+    for fault, detail in wafer.damage:  # a measurement fault's entries are merged per fab-day
+        entries.append(_fault_entry(run.root, fab, day, fault, path, **detail))
     for fault in faults:
         if FAULT_KINDS[fault.kind].target == "content":
             content, detail = FAULT_KINDS[fault.kind].apply(
@@ -1534,6 +1824,24 @@ def land_wafer(
             detail = FAULT_KINDS[fault.kind].apply(path, _fault_rng(run.seed, fault, fab, day))
             entries.append(_fault_entry(run.root, fab, day, fault, path, **detail))
     return path, dict(wafer.passing, wafer=f"{plan.wafer:02d}", lot=plan.lot), entries
+
+
+def _fab_day_entries(entries: list[dict]) -> list[dict]:
+    """The entries of the wafers of a fab-day, with those of each measurement fault (one per file)
+    merged into one: `file` null, `files` the files, and per-file details as lists in file order."""
+    merged: dict[str, dict] = {}
+    kept = []
+    for entry in entries:
+        if FAULT_KINDS[entry["kind"]].target != "measurement":
+            kept.append(entry)
+        elif entry["spec"] not in merged:
+            merged[entry["spec"]] = entry | dict(
+                file=None, files=[entry["file"]], rebinned_dies=[entry["rebinned_dies"]]
+            )
+        else:
+            merged[entry["spec"]]["files"].append(entry["file"])
+            merged[entry["spec"]]["rebinned_dies"].append(entry["rebinned_dies"])
+    return kept + list(merged.values())
 
 
 def _localtime_entries(
@@ -1574,7 +1882,7 @@ def _fault_targets(run: Run, fab: str, day: dt.date, wafers: int) -> dict[int, l
     """Which wafer each file fault hits (different wafers while there are enough)."""
     targets: dict[int, list[Fault]] = {}
     for fault in run.faults:
-        if FAULT_KINDS[fault.kind].target in ("content", "file") and fault.covers(fab, day):
+        if FAULT_KINDS[fault.kind].target in ("content", "file", "results") and fault.covers(fab, day):
             free = [k for k in range(wafers) if k not in targets] or list(range(wafers))
             k = free[int(_fault_rng(run.seed, fault, fab, day).integers(len(free)))]
             targets.setdefault(k, []).append(fault)
@@ -1733,6 +2041,12 @@ def write_truth_readme(root: Path, faults: list[dict]) -> None:
         "## Faults applied",
         "",
     ]
+    if any(FAULT_KINDS[e["kind"]].target in ("results", "measurement") for e in faults):
+        lines[-2:-2] = [  # only then, so that runs without them keep their README
+            "A `missing`, `outlier` or `drift` fault changes what wafer-sort files say was measured;",
+            "the dies, their final test and the truth here are those of the run without it.",
+            "",
+        ]
     for e in faults or [{"kind": "none"}]:
         if e["kind"] == "none":
             lines.append("None.")
@@ -1740,6 +2054,21 @@ def write_truth_readme(root: Path, faults: list[dict]) -> None:
             files = len(e["files"])
             lines.append(
                 f"- {e['date']} {e['fab']}: localtime UTC{e['offset_hours']:+g} h in {files} file(s)"
+            )
+        elif e["kind"] == "missing":
+            lines.append(
+                f"- {e['date']} {e['fab']}: missing {len(e['tests'])} test(s) in {e['file']}:"
+                f" {', '.join(e['tests'])}"
+            )
+        elif e["kind"] == "outlier":
+            lines.append(
+                f"- {e['date']} {e['fab']}: outlier {e['test']} = {e['value']:g} {e['units']} on"
+                f" {e['dies']} dies in {e['file']}"
+            )
+        elif e["kind"] == "drift":
+            lines.append(
+                f"- {e['date']} {e['fab']}: drift {e['family']}* {e['shift_sigmas']:+g} sigma in"
+                f" {len(e['files'])} wafer-sort file(s) (see faults.json)"
             )
         elif e["kind"] == "dialect":
             units = ", ".join(f"{p} {a}->{b} x{f:g}" for p, (a, b, f) in e["units"].items())
@@ -1878,6 +2207,9 @@ def _faults_help() -> str:
         lines.append(f"  {kind:<11} {spec.what}.{param}")
     lines.append("example: --faults offline:fab2:2026-11-18,localtime:fab2:2026-11-01..2026-11-30:+8")
     lines.append("         --faults dialect:fab3:2026-11-16..2026-11-22")
+    lines.append(
+        "         --faults missing:fab1:2026-11-17:5,outlier:fab2:2026-11-18,drift:fab3:2026-11-19:-2"
+    )
     return "\n".join(lines)
 
 

@@ -560,3 +560,269 @@ def test_dialect_fault_entry_maps_back(dialect_pair: tuple[Path, Path]) -> None:
     assert json.loads((dialect / "truth" / "oracle.json").read_text()) == json.loads(
         (standard / "truth" / "oracle.json").read_text()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results faults: missing tests, impossible outliers, a measurement drift (checked against the
+# standard day of `dialect_pair`, simulated without faults)
+
+RESULTS_FAULTS = {
+    "missing": f"missing:fab1:{DIALECT_DAY}:25",
+    "outlier": f"outlier:fab1:{DIALECT_DAY}:12",
+    "drift": f"drift:fab1:{DIALECT_DAY}",
+}
+DIE_RESULT = ["x_coord", "y_coord", "retest", "test_num", "kind", "pin_index"]  # one result, in any file
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The day of `dialect_pair` with each results fault alone."""
+    roots = {}
+    for kind, spec in RESULTS_FAULTS.items():
+        roots[kind] = tmp_path_factory.mktemp(kind)
+        run = Run(roots[kind], (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=tuple(parse_faults(spec)))
+        simulate.simulate(run, progress=False, jobs=1)
+    return roots
+
+
+def tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Parts, results, tests and TSRs of a wafer-sort file."""
+    t = read_stdf(path)
+    parts = t.parts.to_pandas().drop(columns="source_file")
+    results = t.results.to_pandas()
+    results["test_txt"] = results.test_txt.astype(str)
+    results = results.merge(parts[["part_index", "x_coord", "y_coord", "retest"]], on="part_index")
+    tsr = stdf_convert.tables(path, ["TSR"])["TSR"].to_pandas()
+    return parts, results, t.tests.to_pandas(), tsr
+
+
+def equal(a: pd.Series, b: pd.Series) -> bool:
+    """Equal values, NaN (functional tests' results) equal to NaN."""
+    return bool(np.array_equal(a.to_numpy(dtype=float), b.to_numpy(dtype=float), equal_nan=True))
+
+
+def compare(results: pd.DataFrame, before: pd.DataFrame) -> pd.DataFrame:
+    """The results of a damaged file next to the clean file's (`_b`), by die, pass and test."""
+    both = results.merge(before, on=DIE_RESULT, how="outer", suffixes=("", "_b"), indicator=True)
+    return both.rename(columns={"_merge": "present"})
+
+
+def final_bins(parts: pd.DataFrame) -> pd.Series:
+    """Each die's soft bin after its retest, by (x, y)."""
+    return (
+        parts.drop_duplicates(["x_coord", "y_coord"], keep="last")
+        .set_index(["x_coord", "y_coord"])
+        .soft_bin.sort_index()
+    )
+
+
+def assert_binned_by_its_results(parts: pd.DataFrame, results: pd.DataFrame) -> None:
+    """Each part ran its tests in flow order (TEST_NUM order) up to its first failure, and is
+    binned by it."""
+    results = results.sort_values(["part_index", "test_num"], kind="stable")
+    by_part = results.groupby("part_index")
+    assert (by_part.size() == parts.set_index("part_index").num_test).all()
+    assert (by_part.failed.any() == ~parts.set_index("part_index").passed).all()
+    last = results.drop_duplicates("part_index", keep="last").set_index("part_index").sort_index()
+    assert (last.failed == ~parts.set_index("part_index").passed).all()  # stops at the first failure
+
+
+def assert_truth_and_final_test_alone(standard: Path, root: Path) -> None:
+    same = [n for n in files(standard) if not n.startswith(f"landing/fab1/{DIALECT_DAY}/F1")]
+    assert f"truth/fab1/{DIALECT_DAY}.parquet" in same and "truth/oracle.json" in same
+    assert any(n.startswith("landing/fab1/2026-11-17/FT_") for n in same)
+    for name in same:
+        if name not in ("truth/faults.json", "truth/README.md"):
+            assert (root / name).read_bytes() == (standard / name).read_bytes(), name
+
+
+def test_missing_tests(dialect_pair: tuple[Path, Path], damaged: dict[str, Path]) -> None:
+    standard, root = dialect_pair[0], damaged["missing"]
+    entry = fault(root, "missing")
+    assert (entry["spec"], entry["fab"], entry["date"]) == (
+        RESULTS_FAULTS["missing"],
+        "fab1",
+        str(DIALECT_DAY),
+    )
+    paths = [p.relative_to(root).as_posix() for p in wafer_files(root, "fab1", str(DIALECT_DAY))]
+    assert entry["file"] in paths and len(paths) == 2
+    assert len(entry["tests"]) == len(set(entry["tests"])) == len(entry["test_nums"]) == 25
+    dropped = set(entry["test_nums"])
+    for name in paths:
+        if name != entry["file"]:
+            assert (root / name).read_bytes() == (standard / name).read_bytes()
+    parts_b, results_b, tests_b, tsr_b = tables(standard / entry["file"])
+    parts, results, tests, tsr = tables(root / entry["file"])
+
+    # The tests the entry names are gone from the catalogue, the results and the TSRs; nothing else is.
+    catalogue = tests_b.set_index("test_num")
+    assert catalogue.loc[entry["test_nums"], "test_txt"].tolist() == entry["tests"]
+    assert (catalogue.loc[entry["test_nums"], "kind"] == "PTR").all()
+    assert sorted(tests.test_num) == sorted(set(tests_b.test_num) - dropped) and len(tests) == 85
+    columns = ["test_num", "kind", "test_txt", "units", "lo_limit", "hi_limit"]
+    pd.testing.assert_frame_equal(
+        tests[columns].reset_index(drop=True),
+        tests_b[~tests_b.test_num.isin(dropped)][columns].reset_index(drop=True),
+    )
+    assert dropped.isdisjoint(results.test_num) and dropped <= set(results_b.test_num)
+    assert dropped.isdisjoint(tsr.TEST_NUM) and tsr.TEST_NUM.tolist() == sorted(set(tsr_b.TEST_NUM) - dropped)
+
+    # The same dies measuring the same values; binned by the remaining tests.
+    assert_binned_by_its_results(parts, results)
+    first = parts.retest == 0
+    assert parts[first][["x_coord", "y_coord"]].equals(parts_b[parts_b.retest == 0][["x_coord", "y_coord"]])
+    both = compare(results, results_b)
+    die = ["x_coord", "y_coord", "retest"]
+    stopped = results_b.sort_values("test_num").groupby(die).test_num.last()  # the clean flow's last test
+    # New results: of dies that had failed a dropped test and now run on.
+    new = both[both.present == "left_only"].set_index(die).index
+    assert len(new) > 0 and stopped.loc[new].isin(dropped).all()
+    # Results gone: the dropped tests', and those of retests no longer needed.
+    gone = both[both.present == "right_only"]
+    retests = set(parts[parts.retest == 1].set_index(["x_coord", "y_coord"]).index)
+    no_retest = np.array([(x, y) not in retests for x, y in zip(gone.x_coord, gone.y_coord, strict=True)])
+    assert (gone.test_num.isin(dropped) | ((gone.retest == 1) & no_retest)).all()
+    same = both[both.present == "both"]
+    assert len(same) > 0.9 * len(results) and equal(same.result, same.result_b)
+    assert (same.failed == same.failed_b).all()
+    rebinned = (final_bins(parts) != final_bins(parts_b)).sum()
+    assert rebinned == entry["rebinned_dies"] and 0 < rebinned < 0.1 * first.sum()
+    assert (final_bins(parts) == 1).sum() >= (final_bins(parts_b) == 1).sum()  # only failures go
+    assert_truth_and_final_test_alone(standard, root)
+    assert f"missing 25 test(s) in {entry['file']}: " in (root / "truth" / "README.md").read_text()
+
+
+def test_outlier_dies(dialect_pair: tuple[Path, Path], damaged: dict[str, Path]) -> None:
+    standard, root = dialect_pair[0], damaged["outlier"]
+    entry = fault(root, "outlier")
+    assert entry["dies"] == len(entry["xy"]) == 12 == entry["rebinned_dies"]
+    for name in (p.relative_to(root).as_posix() for p in wafer_files(root, "fab1", str(DIALECT_DAY))):
+        if name != entry["file"]:
+            assert (root / name).read_bytes() == (standard / name).read_bytes()
+    parts_b, results_b, _, _ = tables(standard / entry["file"])
+    parts, results, tests, tsr = tables(root / entry["file"])
+
+    test = tests.set_index("test_num").loc[entry["test_num"]]
+    assert (test.test_txt, test.units, test.kind) == (entry["test"], entry["units"], "PTR")
+    assert (float(test.lo_limit), float(test.hi_limit)) == pytest.approx(
+        (entry["lo_limit"], entry["hi_limit"])
+    )
+    value = np.float32(entry["value"])
+    assert value == entry["value"] and not entry["lo_limit"] <= value <= entry["hi_limit"]
+    assert abs(value) >= 1e6 * max(abs(entry["lo_limit"]), abs(entry["hi_limit"]))  # impossible
+
+    # Exactly the recorded dies read the value, once each, fail the test there and get its bin.
+    hits = results[(results.test_num == entry["test_num"]) & (results.result == value)]
+    assert len(hits) == 12 and hits.failed.all() and hits.part_index.is_unique
+    assert not (results.result.abs() >= abs(value)).drop(hits.index).any()
+    hit_parts = parts.set_index("part_index").loc[hits.part_index]
+    assert sorted(zip(hit_parts.x_coord, hit_parts.y_coord, strict=True)) == sorted(map(tuple, entry["xy"]))
+    assert (hit_parts.retest == 0).all() and not hit_parts.passed.any()
+    assert (hit_parts.soft_bin == entry["soft_bin"]).all() and (hit_parts.hard_bin == entry["hard_bin"]).all()
+    assert (results[results.part_index.isin(hits.part_index)].test_num <= entry["test_num"]).all()  # stopped
+    assert_binned_by_its_results(parts, results)
+    assert (
+        float(tsr.set_index("TEST_NUM").loc[entry["test_num"], "TEST_MAX" if value > 0 else "TEST_MIN"])
+        == value
+    )
+
+    # Those dies passed in the clean file; every other part and result is the same.
+    before = final_bins(parts_b)
+    assert (before.loc[[tuple(xy) for xy in entry["xy"]]] == 1).all()
+    others = ~parts.part_index.isin(hits.part_index)
+    assert parts[others].reset_index(drop=True).equals(parts_b[others].reset_index(drop=True))
+    both = compare(results, results_b)
+    assert not (both.present == "left_only").any()
+    not_run = both[both.present == "right_only"]  # the hit dies' tests after the outlier
+    assert len(not_run) > 0 and not_run.part_index_b.isin(hits.part_index).all()
+    both = both[both.present == "both"]
+    hit = both.part_index.isin(hits.part_index) & (both.test_num == entry["test_num"])
+    assert hit.sum() == 12 and (both.result_b[hit] != value).all() and not both.failed_b[hit].any()
+    assert equal(both.result[~hit], both.result_b[~hit]) and (both.failed[~hit] == both.failed_b[~hit]).all()
+    assert_truth_and_final_test_alone(standard, root)
+    assert f"outlier {entry['test']} = " in (root / "truth" / "README.md").read_text()
+
+
+def test_drift(dialect_pair: tuple[Path, Path], damaged: dict[str, Path]) -> None:
+    standard, root = dialect_pair[0], damaged["drift"]
+    entry = fault(root, "drift")
+    paths = [p.relative_to(root).as_posix() for p in wafer_files(root, "fab1", str(DIALECT_DAY))]
+    assert entry["file"] is None and entry["files"] == paths and len(entry["rebinned_dies"]) == 2
+    assert (entry["family"], entry["units"], entry["shift_sigmas"]) == ("VTH_N_PM", "V", 1.5)
+    assert entry["tests"] == ["VTH_N_PM1", "VTH_N_PM2", "VTH_N_PM3"]
+    assert entry["sigma"] == 0.012 and entry["shift"] == pytest.approx(1.5 * 0.012)
+    for name, rebinned in zip(paths, entry["rebinned_dies"], strict=True):
+        parts_b, results_b, tests_b, _ = tables(standard / name)
+        parts, results, tests, _ = tables(root / name)
+        assert tests.drop(columns="executions").equals(tests_b.drop(columns="executions"))
+        assert (tests.test_num.isin(entry["test_nums"]) == tests.test_txt.str.startswith("VTH_N_PM")).all()
+        both = compare(results, results_b)
+        assert (both.present == "both").mean() > 0.97  # the rest: tests after a (new or gone) failure
+        both = both[both.present == "both"]
+        family = both.test_num.isin(entry["test_nums"])
+        diff = both.result[family].astype(float) - both.result_b[family].astype(float)
+        assert family.sum() > 300 and abs(diff.median() - entry["shift"]) < 1e-6
+        assert np.allclose(diff, entry["shift"], atol=1e-6)  # every reading, not just on average
+        assert equal(both.result[~family], both.result_b[~family])
+        assert (both.failed[~family] == both.failed_b[~family]).all()
+        limits = tests.set_index("test_num").loc[both.test_num[family]]
+        outside = (
+            ~both.result[family].between(limits.lo_limit.to_numpy(), limits.hi_limit.to_numpy()).to_numpy()
+        )
+        assert (both.failed[family].to_numpy() == outside).all()
+        assert_binned_by_its_results(parts, results)
+        assert (final_bins(parts) != final_bins(parts_b)).sum() == rebinned < 0.05 * len(final_bins(parts))
+        assert (final_bins(parts) == 1).mean() > (final_bins(parts_b) == 1).mean() - 0.05  # most still pass
+    assert_truth_and_final_test_alone(standard, root)
+    assert "drift VTH_N_PM* +1.5 sigma in 2 wafer-sort file(s)" in (root / "truth" / "README.md").read_text()
+
+
+def test_results_faults_compose_with_the_dialect(tmp_path: Path, dialect_pair: tuple[Path, Path]) -> None:
+    """All three and the dialect on one fab-day: the entries give the dialect's names, missing and
+    outlier hit different files, and the truth and final test stay the clean run's."""
+    spec = f"dialect:fab1:{DIALECT_DAY},drift:fab1:{DIALECT_DAY}:-2,missing:fab1:{DIALECT_DAY},"
+    spec += f"outlier:fab1:{DIALECT_DAY}"  # the default counts: 3 tests, 20 dies
+    simulate.simulate(
+        Run(tmp_path, (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=tuple(parse_faults(spec))),
+        progress=False,
+        jobs=1,
+    )
+    drift, missing, outlier = (fault(tmp_path, kind) for kind in ("drift", "missing", "outlier"))
+    assert drift["tests"] == ["VTN_PM_1", "VTN_PM_2", "VTN_PM_3"] and drift["shift"] == pytest.approx(-0.024)
+    assert len(missing["tests"]) == 3 and missing["file"] != outlier["file"] and outlier["dies"] == 20
+    for entry in (missing, outlier):
+        parts, results, tests, _ = tables(tmp_path / entry["file"])
+        names = dict(zip(tests.test_num, tests.test_txt, strict=True))
+        assert_binned_by_its_results(parts, results)
+        if entry is missing:
+            assert set(entry["test_nums"]).isdisjoint(names)
+        else:
+            assert names[entry["test_num"]] == entry["test"]
+            hits = results[
+                (results.test_num == entry["test_num"]) & (results.result == np.float32(entry["value"]))
+            ]
+            assert len(hits) == 20 and hits.failed.all()
+    assert_truth_and_final_test_alone(dialect_pair[0], tmp_path)
+
+
+def test_results_fault_grammar() -> None:
+    faults = parse_faults(
+        "missing:fab1:2026-11-18..2026-11-19:5,outlier:fab2:2026-11-18,drift:fab3:2026-11-18:-2.5"
+    )
+    assert [(f.kind, f.fab, f.last, f.param) for f in faults] == [
+        ("missing", "fab1", dt.date(2026, 11, 19), 5.0),
+        ("outlier", "fab2", dt.date(2026, 11, 18), None),
+        ("drift", "fab3", dt.date(2026, 11, 18), -2.5),
+    ]
+    for bad, message in [
+        ("missing:fab1:2026-11-18:0", "whole number"),
+        ("missing:fab1:2026-11-18:2.5", "whole number"),
+        ("outlier:fab1:2026-11-18:-3", "whole number"),
+        ("outlier:fab1:2026-11-18:many", "not a number"),
+        ("drift:fab1:2026-11-18:0", "other than 0"),
+        ("drift:fab1:2026-11-18:inf", "finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_faults(bad)
+    for kind in ("missing", "outlier", "drift"):
+        assert kind in simulate.FAULT_GRAMMAR and f"\n  {kind} " in simulate._faults_help()
