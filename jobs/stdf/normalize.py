@@ -651,6 +651,17 @@ class Normalizer:
         ends = [b["byte_offset"][-1].as_py() + 4 + b["rec_len"][-1].as_py() for b in self.last_batch.values()]
         return max(ends, default=0)
 
+    def record_order(self) -> dict:
+        """Where the file's fixed records stand: STDF wants FAR first, MIR next, MRR last."""
+        last_seq = {t: b["sequence_number"][-1].as_py() for t, b in self.last_batch.items()}
+        last = max(last_seq, key=last_seq.get, default=None)
+        mir = self.small.get("MIR")
+        return {
+            "last_record": last,
+            "mir_second": bool(mir) and mir[0]["sequence_number"][0].as_py() == 1,
+            "mrr_last": last == "MRR" and self.counts["MRR"] == 1,
+        }
+
     def _decode_raw(self) -> None:
         for kind, batches in self.raw.items():
             if batches:
@@ -898,6 +909,7 @@ class Normalizer:
             "results": self.results_written,
             "record_counts": dict(sorted(self.counts.items())),
             "records_end": self.records_end,
+            "record_order": self.record_order(),
         }
 
 
