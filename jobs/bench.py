@@ -10,6 +10,8 @@
                              over 30 complete days
     scripts/bench merge      the fab merge: hours merged per minute with 1 and 2 workers, and the
                              no-op RangeHourly over 90 days of hours
+    scripts/bench quality    the quality monitor: files and MB checked per second in a window of
+                             200 demo-scale files
 
 Every figure is measured in the same run as its reference, in separate processes (so peak RSS
 is each one's own), and reported with the ratio: these machines are shared and noisy.
@@ -506,7 +508,58 @@ def _noop_hourly_check(root: Path, merged_day: str) -> dict:
     }
 
 
-BENCHMARKS = {"ingest": ingest, "model": model, "pipeline": pipeline, "merge": merge}
+def quality(args: argparse.Namespace) -> dict:
+    """Files and MB checked per second by the quality monitor, for one window holding 200 demo-scale
+    files (the 10-day floor's files all given upload times inside it). Conversions and the
+    references are made first, untimed: every workflow shares them."""
+    import datetime as dt
+
+    root = Path(args.cache) / "quality"
+    _simulate(root, 10)
+    window = dt.datetime.fromisoformat(PIPELINE_START) + dt.timedelta(days=10)
+    files = sorted(p for p in (root / "landing").glob("*/*/*.stdf.gz"))[:200]
+    for i, path in enumerate(files):
+        os.utime(path, (window.timestamp() + i, window.timestamp() + i))
+    common = ["--local-scheduler", "--paths-root", str(root), "--log-level", "WARNING", "--workers", "2"]
+    luigi_cli = [sys.executable, "-m", "luigi", "--module", "jobs.quality_monitor"]
+    for fab in ("fab1", "fab2", "fab3"):
+        prepare = [*luigi_cli, "MonitorReference", "--fab", fab, "--date", f"{window:%Y-%m-%d}", *common]
+        subprocess.run(prepare, check=True, capture_output=True, cwd=REPO)
+    convert = [
+        *luigi_cli,
+        "QualityMonitor",
+        "--window",
+        f"{window:%Y-%m-%dT%H%M}",
+        *common,
+        "--quality-monitor-window-minutes",
+        "1440",
+    ]
+    shutil.rmtree(root / "quality_monitor", ignore_errors=True)
+    subprocess.run(convert, check=True, capture_output=True, cwd=REPO)  # converts every file once
+    shutil.rmtree(root / "quality_monitor", ignore_errors=True)
+    quarantined = root / "quarantine"
+    for held in quarantined.rglob("*.stdf.gz") if quarantined.exists() else []:
+        shutil.move(held, json.loads(held.with_name(held.name + ".reason.json").read_text())["from"])
+    started = time.perf_counter()
+    subprocess.run(convert, check=True, capture_output=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    checked = json.loads(next((root / "quality_monitor").glob("v*/*/*/manifest.json")).read_text())["files"]
+    if checked < len(files):  # (a final-test file of the floor may land inside the window too)
+        raise SystemExit(f"scripts/bench quality: the window checked {checked} files, not {len(files)}")
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    return {
+        "benchmark": "quality",
+        "cpu_count": os.cpu_count(),
+        "window_files": checked,
+        "window_megabytes_gz": round(megabytes, 1),
+        "seconds": round(seconds, 1),
+        "files_per_second": round(checked / seconds, 1),
+        "mb_per_second_gz": round(megabytes / seconds, 2),
+        "note": "whole luigi command, start-up included; conversions and references existed",
+    }
+
+
+BENCHMARKS = {"ingest": ingest, "model": model, "pipeline": pipeline, "merge": merge, "quality": quality}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,12 @@ if REPO_CONFIG.exists() and "LUIGI_CONFIG_PATH" not in os.environ:
     luigi.configuration.add_config_path(str(REPO_CONFIG))
 
 
+def repo_file(value: str) -> Path:
+    """A path from luigi.cfg: relative ones are taken from the repo."""
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else REPO_CONFIG.parent / path
+
+
 class paths(luigi.Config):  # noqa: N801 - section names are luigi.cfg's
     root = luigi.Parameter(default="data", description="Data root; relative paths are taken from the repo")
 
@@ -47,6 +53,8 @@ class versions(luigi.Config):  # noqa: N801
     normalize = luigi.IntParameter(default=1)
     feature_store = luigi.IntParameter(default=1)
     merge = luigi.IntParameter(default=1)
+    monitor_reference = luigi.IntParameter(default=1)
+    monitor = luigi.IntParameter(default=1)
 
 
 # Which stages each stage reads, directly. A stage's output path carries its own version and
@@ -67,6 +75,8 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "normalize": ("fab_hour", "reference"),
     "feature_store": ("normalize",),
     "merge": ("feature_store",),
+    "monitor_reference": ("convert",),
+    "monitor": ("monitor_reference",),
 }
 
 
@@ -109,8 +119,9 @@ class wafer_yield(luigi.Config):  # noqa: N801
         return [f.strip() for f in self.fabs.split(",") if f.strip()]
 
 
-class fab_merge(luigi.Config):  # noqa: N801
-    """The hourly fab-merge workflow (jobs/fab_merge.py)."""
+class merge(luigi.Config):  # noqa: N801
+    """The hourly fab-merge workflow (jobs/fab_merge.py). Named [merge], not [fab_merge]: its
+    command-line options (--merge-fabs ...) must not start with --fab, a task parameter."""
 
     fabs = luigi.Parameter(default="fab1,fab2,fab3", description="comma-separated fab names")
     deadline_hours = luigi.FloatParameter(
@@ -125,9 +136,27 @@ class fab_merge(luigi.Config):  # noqa: N801
     def fab_list(self) -> list[str]:
         return [f.strip() for f in self.fabs.split(",") if f.strip()]
 
-    def repo_path(self, value: str) -> Path:
-        path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else REPO_CONFIG.parent / path
+
+class quality_monitor(luigi.Config):  # noqa: N801
+    """The 15-minute quality monitor (jobs/quality_monitor.py)."""
+
+    fabs = luigi.Parameter(default="fab1,fab2,fab3", description="comma-separated fab names")
+    window_minutes = luigi.IntParameter(default=15)
+    reference_days = luigi.IntParameter(default=7, description="days before a window's day: the reference")
+    key_tests = luigi.Parameter(default="VTH_N_PM1,IDDQ_V1,FMAX_RO1", description="tests watched for drift")
+    psi_limit = luigi.FloatParameter(default=0.25, description="PSI above it: drift alert, retrain request")
+    lot_sigmas = luigi.FloatParameter(default=4.0, description="and the median beyond the lots' spread")
+    ks_alpha = luigi.FloatParameter(default=0.01)
+    yield_floor = luigi.FloatParameter(default=0.5, description="window wafer-sort yield below it alerts")
+    physical_bounds = luigi.Parameter(
+        default="jobs/reference/physical_bounds.csv", description="relative to the repo"
+    )
+
+    def fab_list(self) -> list[str]:
+        return [f.strip() for f in self.fabs.split(",") if f.strip()]
+
+    def key_test_list(self) -> list[str]:
+        return [t.strip() for t in self.key_tests.split(",") if t.strip()]
 
 
 class yield_model_settings(luigi.Config):  # noqa: N801

@@ -20,7 +20,8 @@ import luigi.configuration
 from luigi.tools.range import RangeDaily, RangeHourly
 
 from .alerts import alerts_file
-from .config import fab_merge, paths, wafer_yield
+from .config import merge as merge_settings
+from .config import paths, wafer_yield
 from .fab_merge import FabMergeHourly
 from .simulate import main as simulate_main
 from .tasks import is_ready, read_json, stage_dir
@@ -114,7 +115,7 @@ def summarize(days: list[dt.date]) -> None:
 
 
 def summarize_hours(hours: list[dt.datetime]) -> None:
-    fabs = fab_merge().fab_list()
+    fabs = merge_settings().fab_list()
     print(f"{'hour (UTC)':16}  " + "  ".join(f"{fab:>6}" for fab in fabs) + "  missing")
     for hour in hours:
         task = FabMergeHourly(hour=hour)

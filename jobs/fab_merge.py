@@ -31,9 +31,13 @@ import numpy as np
 import pandas as pd
 
 from . import features as feats
-from . import harmonize
+from . import (
+    harmonize,
+    ranges,  # noqa: F401 - Range tools that say when a range is older than their look-back
+)
 from .alerts import alert
-from .config import fab_merge
+from .config import merge as merge_settings
+from .config import repo_file
 from .tasks import (
     ConvertFile,
     StageTask,
@@ -68,12 +72,12 @@ def _corrections(path: str, mtime: float) -> pd.DataFrame:
 
 
 def test_names() -> pd.DataFrame:
-    path = fab_merge().repo_path(fab_merge().test_names)
+    path = repo_file(merge_settings().test_names)
     return _test_names(str(path), path.stat().st_mtime)
 
 
 def clock_corrections() -> pd.DataFrame:
-    path = fab_merge().repo_path(fab_merge().clock_corrections)
+    path = repo_file(merge_settings().clock_corrections)
     return _corrections(str(path), path.stat().st_mtime)
 
 
@@ -91,7 +95,7 @@ def delivered(fab: str, hour: dt.datetime) -> bool:
 
 
 def past_deadline(hour: dt.datetime) -> bool:
-    deadline = utc(hour + HOUR) + pd.Timedelta(hours=fab_merge().deadline_hours)
+    deadline = utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
     return pd.Timestamp.now(tz="UTC") >= deadline
 
 
@@ -258,7 +262,7 @@ class ReferenceStats(StageTask):
         return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
 
     def days(self) -> list[dt.date]:
-        back = [self.date - dt.timedelta(days=n) for n in range(fab_merge().reference_days, 0, -1)]
+        back = [self.date - dt.timedelta(days=n) for n in range(merge_settings().reference_days, 0, -1)]
         earlier = [d for d in back if landing_day(self.fab, d).exists()]
         return earlier or [self.date]
 
@@ -307,13 +311,13 @@ class Normalize(HourlyStage):
         by each clock correction of the fab near it."""
         near = (utc(self.hour) - pd.Timedelta(days=1), utc(self.hour) + pd.Timedelta(days=1))
         hours = []
-        for fab in fab_merge().fab_list():
+        for fab in merge_settings().fab_list():
             for offset in sorted(harmonize.clock_offsets(clock_corrections(), fab, *near)):
                 hours.append(FabHour(fab=fab, hour=self.hour + dt.timedelta(hours=offset)))
         return hours
 
     def requires(self) -> dict[str, Any]:
-        fabs = fab_merge().fab_list()
+        fabs = merge_settings().fab_list()
         return {
             "wait": [FabHourDelivered(fab=f, hour=self.hour) for f in fabs],
             "fab_hours": self.fab_hours(),
@@ -321,7 +325,7 @@ class Normalize(HourlyStage):
         }
 
     def run(self) -> None:
-        fabs = fab_merge().fab_list()
+        fabs = merge_settings().fab_list()
         missing = [f for f in fabs if not delivered(f, self.hour)]
         frames = []
         for fab in (f for f in fabs if f not in missing):

@@ -90,20 +90,23 @@ def harmonize(results: pd.DataFrame, tests: pd.DataFrame, fab: str, mapping: pd.
     test_txt, units). Tests the mapping does not know are dropped (the caller counts them)."""
     names = names_for(mapping, fab)
     catalogue = tests.drop_duplicates("test_num").set_index("test_num")[["test_txt", "units"]]
-    catalogue = catalogue[catalogue["test_txt"].isin(names.index)]
-    canonical = names.loc[catalogue["test_txt"], "canonical"].to_numpy()
-    factors = [
-        unit_factor(unit or target, target)
-        for unit, target in zip(catalogue["units"], names.loc[catalogue["test_txt"], "unit"], strict=True)
-    ]
-    lookup = pd.DataFrame({"test": canonical, "factor": factors}, index=catalogue.index)
-    known = results[results["test_num"].isin(lookup.index)]
-    matched = lookup.loc[known["test_num"].to_numpy()]
+    catalogue = catalogue[catalogue["test_txt"].isin(names.index)].sort_index()
+    mapped = names.loc[catalogue["test_txt"]]
+    factors = np.array(
+        [unit_factor(unit or to, to) for unit, to in zip(catalogue["units"], mapped["unit"], strict=True)]
+    )
+    canonical, codes = np.unique(mapped["canonical"].to_numpy(dtype=str), return_inverse=True)
+    # results -> catalogue rows by binary search on the test numbers: a million rows, no index lookups
+    numbers = catalogue.index.to_numpy()
+    wanted = results["test_num"].to_numpy()
+    at = np.minimum(np.searchsorted(numbers, wanted), max(len(numbers) - 1, 0))
+    known = numbers[at] == wanted if len(numbers) else np.zeros(len(wanted), dtype=bool)
+    at = at[known]
     return pd.DataFrame(
         {
-            "part_key": known["part_key"].to_numpy(),
-            "test": matched["test"].to_numpy(),
-            "value": known["result"].to_numpy(dtype="float64") * matched["factor"].to_numpy(),
+            "part_key": results["part_key"].to_numpy()[known],
+            "test": pd.Categorical.from_codes(codes[at], categories=canonical),
+            "value": results["result"].to_numpy(dtype="float64")[known] * factors[at],
         }
     )
 
@@ -152,9 +155,10 @@ def to_utc(corrections: pd.DataFrame, fab: str, recorded: pd.Series) -> pd.Serie
 
 def robust_stats(long: pd.DataFrame) -> pd.DataFrame:
     """Per test: median, sigma = 1.4826 MAD (IQR/1.349 when the MAD is 0, else 1), count."""
-    grouped = long.groupby("test")["value"]
+    grouped = long.groupby("test", observed=True)["value"]
     median = grouped.median()
-    mad = (long["value"] - long["test"].map(median)).abs().groupby(long["test"]).median() * MAD_SIGMA
+    centre = long["test"].map(median).to_numpy(dtype=float)
+    mad = (long["value"] - centre).abs().groupby(long["test"], observed=True).median() * MAD_SIGMA
     iqr = (grouped.quantile(0.75) - grouped.quantile(0.25)) / 1.349
     sigma = mad.where(mad > 0, iqr.where(iqr > 0, 1.0))
     return pd.DataFrame({"median": median, "sigma": sigma, "count": grouped.count()}).reset_index()

@@ -8,6 +8,7 @@ resent file that ingest already handled) are reported but do not stop training.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +43,13 @@ class Thresholds:
     max_nonfinite_share: float = 0.001
     max_abs_coord: int = 500
     max_test_time_ms: int = 600_000
+
+
+@dataclass(frozen=True)
+class DriftLimits:
+    psi: float = 0.25
+    lot_sigmas: float = 4.0
+    ks_alpha: float = 0.01
 
 
 @dataclass
@@ -217,3 +225,174 @@ def report(checks: Iterable[Check]) -> dict[str, Any]:
         "warnings": warnings,
         "checks": [c.as_dict() for c in checks],
     }
+
+
+# --- file checks of the quality monitor ---------------------------------------------------------
+
+
+def check_record_structure(name: str, facts: dict[str, Any]) -> Check:
+    """STDF's frame: one FAR, MIR and MRR, MIR right after FAR, MRR last, every PIR closed by
+    its PRR, and the file complete (not cut short)."""
+    counts = facts.get("record_counts", {})
+    order = facts.get("record_order", {})
+    problems = [f"{counts.get(t, 0)} {t} records" for t in ("FAR", "MIR", "MRR") if counts.get(t, 0) != 1]
+    if not order.get("mir_second"):
+        problems.append("MIR is not the second record")
+    if counts.get("MRR") and not order.get("mrr_last"):
+        problems.append(f"the last record is {order.get('last_record')}, not MRR")
+    if counts.get("PIR", 0) != counts.get("PRR", 0):
+        problems.append(f"{counts.get('PIR', 0)} PIR but {counts.get('PRR', 0)} PRR")
+    if facts.get("truncated"):
+        problems.append(
+            f"truncated at byte {facts.get('truncated_at')} ({facts.get('open_parts_dropped', 0)} open parts)"
+        )
+    return Check(
+        f"{name}: record structure",
+        not problems,
+        "error",
+        "; ".join(problems) or "FAR, MIR ... MRR, PIR/PRR balanced",
+        {"problems": problems},
+    )
+
+
+def check_catalogue(name: str, tests: pd.DataFrame, catalogue: pd.DataFrame | None) -> Check:
+    """The file's test program against its product's catalogue (the tests the product's files
+    ran over the reference window): a missing parameter fails, a new or renamed test warns."""
+    if catalogue is None or catalogue.empty:
+        return Check(
+            f"{name}: test program", False, "warning", "no catalogue for this product yet: not checked", {}
+        )
+    known = set(catalogue["test_num"].astype(int))
+    ran = set(tests["test_num"].astype(int))
+    missing = sorted(known - ran)
+    names = catalogue.drop_duplicates("test_num").set_index("test_num")["test_txt"]
+    figures = {
+        "catalogue_tests": len(known),
+        "missing": [f"{n} {names.get(n, '')}".strip() for n in missing],
+        "new": sorted(ran - known),
+    }
+    message = (
+        f"{len(missing)} of {len(known)} catalogue tests missing: {', '.join(figures['missing'][:5])}"
+        if missing
+        else f"all {len(known)} catalogue tests present"
+        + (f"; {len(figures['new'])} new" if figures["new"] else "")
+    )
+    return Check(f"{name}: test program", not missing, "error", message, figures)
+
+
+def check_physical_bounds(name: str, values: pd.DataFrame, bounds: pd.DataFrame) -> Check:
+    """Values no device can produce (configured per test, wider than any spec limit): a broken
+    measurement or a wrong unit. `values`: test, value (canonical units); `bounds`: test (a glob
+    pattern), min, max, in the same units."""
+    if values.empty:
+        return Check(f"{name}: physical bounds", False, "warning", "no parametric values to check", {})
+    rules = list(zip(bounds["test"], bounds["min"].astype(float), bounds["max"].astype(float), strict=True))
+    codes, names = pd.factorize(values["test"])  # match the hundred or so names, not every value
+    limits = {}
+    for test in names:
+        rule = next((r for r in rules if fnmatch.fnmatchcase(test, r[0])), None)
+        limits[test] = (rule[1], rule[2]) if rule else (-np.inf, np.inf)
+    low = np.array([limits[t][0] for t in names])[codes]
+    high = np.array([limits[t][1] for t in names])[codes]
+    covered = np.isfinite(low) | np.isfinite(high)
+    v = values["value"].to_numpy(dtype=float)
+    outside = covered & np.isfinite(v) & ((v < low) | (v > high))
+    worst = values[outside].groupby("test")["value"].agg(["size", "min", "max"]) if outside.any() else None
+    figures = {
+        "values": len(v),
+        "outside": int(outside.sum()),
+        "unbounded_tests": sorted(t for t, (lo, hi) in limits.items() if np.isinf(lo) and np.isinf(hi)),
+    }
+    if worst is not None:
+        figures["tests"] = {
+            t: {"count": int(r["size"]), "min": float(r["min"]), "max": float(r["max"])}
+            for t, r in worst.iterrows()
+        }
+    message = (
+        f"{int(outside.sum())} values outside physical bounds on {', '.join(figures['tests'])}"
+        if worst is not None
+        else f"{len(v)} values within physical bounds"
+    )
+    return Check(f"{name}: physical bounds", worst is None, "error", message, figures)
+
+
+def check_duplicate_file(name: str, sha256: str, landed_before: dict[str, str]) -> Check:
+    """The same bytes landed earlier under another name (`landed_before`: sha256 -> file)."""
+    twin = landed_before.get(sha256)
+    message = f"same bytes as {twin}" if twin else "no earlier file with the same sha256"
+    return Check(
+        f"{name}: duplicate file", twin is None, "error", message, {"sha256": sha256, "same_as": twin}
+    )
+
+
+def check_window_yield(dies: pd.DataFrame, floor: float) -> Check:
+    """The window's wafer-sort yield (each die's last test) against a floor: a collapse means a
+    broken probe card or tester, or a bad lot."""
+    last = final_status(dies) if len(dies) else dies
+    share = float(last["passed"].fillna(False).astype(bool).mean()) if len(last) else float("nan")
+    figures = {"dies": len(last), "yield": share, "floor": floor}
+    if not len(last):
+        return Check("window: yield", False, "warning", "no dies in the window", figures)
+    return Check(
+        "window: yield",
+        share >= floor,
+        "error",
+        f"yield {share:.1%} over {len(last)} dies (floor {floor:.0%})",
+        figures,
+    )
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of `current` against `reference`, over the reference's deciles
+    (shares floored at 1e-4 so an empty bin counts, not divides by zero)."""
+    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    expected = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(
+        reference
+    )
+    actual = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / len(
+        current
+    )
+    expected, actual = np.maximum(expected, 1e-4), np.maximum(actual, 1e-4)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def check_drift(
+    name: str,
+    test: str,
+    reference: np.ndarray,
+    current: np.ndarray,
+    lot_medians: np.ndarray,
+    limits: DriftLimits,
+) -> Check:
+    """A key parameter's distribution in the window against the reference window.
+
+    PSI above `limits.psi` says the distribution moved; the KS test says how surely. But with a
+    lot or so a day, lots differ by more than PSI tolerates: an ordinary lot alone passes 0.25
+    now and then. So a drift also needs the window's median beyond `limits.lot_sigmas` standard
+    deviations of the reference days' medians: outside what lot-to-lot variation does."""
+    from scipy.stats import ks_2samp
+
+    if len(reference) < 100 or len(current) < 50 or len(lot_medians) < 3:
+        figures = {"reference": len(reference), "current": len(current), "reference_days": len(lot_medians)}
+        return Check(f"{name}: drift {test}", False, "warning", "too little reference to compare", figures)
+    index = psi(reference, current)
+    ks = ks_2samp(reference, current)
+    spread = max(float(np.std(lot_medians, ddof=1)), 1e-12)
+    lot_z = (float(np.median(current)) - float(np.mean(lot_medians))) / spread
+    figures = {
+        "psi": index,
+        "ks_statistic": float(ks.statistic),
+        "ks_pvalue": float(ks.pvalue),
+        "lot_z": lot_z,
+        "reference_median": float(np.median(reference)),
+        "current_median": float(np.median(current)),
+        "reference": len(reference),
+        "current": len(current),
+    }
+    drifted = index > limits.psi and abs(lot_z) > limits.lot_sigmas and ks.pvalue < limits.ks_alpha
+    message = (
+        f"PSI {index:.3f} (limit {limits.psi}), median {lot_z:+.1f} lot sigmas (limit {limits.lot_sigmas}), "
+        f"KS D={ks.statistic:.3f} p={ks.pvalue:.2g}"
+    )
+    return Check(f"{name}: drift {test}", not drifted, "error", message, figures)

@@ -44,6 +44,8 @@ STAGE_DIRS = {
     "normalize": "normalize",
     "feature_store": "feature_store",
     "merge": "fab_merge_hourly",
+    "monitor_reference": "monitor_reference",
+    "monitor": "quality_monitor",
 }
 
 

@@ -21,8 +21,6 @@ run decided. Decisions (offline, quarantine, skip, keep) are output files, never
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -33,9 +31,13 @@ import pandas as pd
 
 from . import features as feats
 from . import model as yield_model
-from . import quality
+from . import (
+    quality,
+    ranges,  # noqa: F401 - Range tools that say when a range is older than their look-back
+)
 from .alerts import alert
 from .config import paths, quality_gate, version_tag, wafer_yield, yield_model_settings
+from .quarantine import quarantine_file
 from .tasks import (
     ConvertFile,
     StageTask,
@@ -74,23 +76,6 @@ def history_days(first: dt.date, last: dt.date) -> list[dt.date]:
 def previous_history_day(date: dt.date) -> dt.date | None:
     days = history_days(date - dt.timedelta(days=wafer_yield().backtest_days), date - dt.timedelta(days=1))
     return days[-1] if days else None
-
-
-def quarantine_file(path: Path, fab: str, date: dt.date, reason: dict[str, Any]) -> Path:
-    """Move a landed file to `{root}/quarantine/wafer_yield/{fab}/{date}/` with `NAME.reason.json`
-    beside it. The reason is written first and the move is a rename: a kill leaves the file either
-    in the landing zone (and the rerun quarantines it) or whole in quarantine."""
-    folder = paths().root_path() / "quarantine" / WORKFLOW / fab / f"{date:%Y-%m-%d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    write_json(folder / f"{path.name}.reason.json", {**reason, "from": str(path)})
-    try:
-        os.rename(path, target)
-    except OSError:  # another filesystem: copy whole, then remove the original
-        shutil.copy2(path, folder / f".{path.name}.tmp")
-        os.replace(folder / f".{path.name}.tmp", target)
-        path.unlink()
-    return target
 
 
 class DailyStage(StageTask):
@@ -189,7 +174,7 @@ class IngestFab(DailyStage):
                 "error": converted["error"],
                 "byte_offset": converted["byte_offset"],
             }
-            moved = quarantine_file(path, self.fab, self.date, reason)
+            moved = quarantine_file(path, WORKFLOW, self.fab, self.date, reason)
             quarantined.append({"file": path.name, "moved_to": str(moved), **reason})
             alert(WORKFLOW, self.task_id, "warning", f"quarantined {converted['error']}", file=str(moved))
         return readable, quarantined
@@ -523,7 +508,9 @@ class Deploy(DailyStage):
         if trained["status"] != "trained":
             record = {"decision": trained["decision"], "production_after": champion}
         else:
-            record = self._judge(trained, validation, champion)
+            requests = open_retrain_requests(self.date)
+            record = self._judge(trained, validation, champion, [r for _, r in requests])
+            consume(requests, self.date)
         record["pointer_moved"] = False
         if record["decision"] == "deployed":
             record["pointer_moved"] = self._promote(record)
@@ -531,11 +518,17 @@ class Deploy(DailyStage):
             write_json(work / "decision.json", record)
             manifest.update(record)
 
-    def _judge(self, trained: dict, validation: dict, champion: dict | None) -> dict[str, Any]:
+    def _judge(
+        self, trained: dict, validation: dict, champion: dict | None, requests: list[dict]
+    ) -> dict[str, Any]:
+        """Deploy a candidate that beats the champion by the margin with enough accuracy. A retrain
+        request (drift found by the quality monitor) waives the margin: the champion learned from
+        data from before the drift, so a candidate as good on the new data replaces it."""
         settings = wafer_yield()
         new = validation["candidate"]
         old = validation.get("champion")
-        numbers = {"candidate": new, "champion": old, "auc_margin": settings.auc_margin}
+        margin = 0.0 if requests else settings.auc_margin
+        numbers = {"candidate": new, "champion": old, "auc_margin": margin, "retrain_requests": requests}
         candidate = {
             "folder": str(Train(date=self.date).folder()),
             "date": str(self.date),
@@ -546,13 +539,14 @@ class Deploy(DailyStage):
             why = f"accuracy {new['accuracy']:.4f} < {settings.min_accuracy}"
             alert(WORKFLOW, self.task_id, "error", f"candidate not deployed: {why}", **numbers)
             return {**kept, "why": why, **numbers}
-        if old and new["auc"] < old["auc"] + settings.auc_margin:
-            why = (
-                f"AUC {new['auc']:.4f} does not beat the champion's {old['auc']:.4f} by {settings.auc_margin}"
-            )
-            return {**kept, "why": why, **numbers}
+        drift = "; ".join(
+            f"retrain requested: drift of {r['test']} on {r['fab']} (PSI {r['psi']:.2f})" for r in requests
+        )
+        if old and new["auc"] < old["auc"] + margin:
+            why = f"AUC {new['auc']:.4f} does not beat the champion's {old['auc']:.4f} by {margin}"
+            return {**kept, "why": "; ".join(filter(None, [why, drift])), **numbers}
         against = f"AUC {new['auc']:.4f} vs champion {old['auc']:.4f}" if old else "first model"
-        why = f"{against}, accuracy {new['accuracy']:.4f}"
+        why = "; ".join(filter(None, [f"{against}, accuracy {new['accuracy']:.4f}", drift]))
         return {"decision": "deployed", "why": why, "production_after": candidate, **numbers}
 
     def _promote(self, record: dict[str, Any]) -> bool:
@@ -566,6 +560,24 @@ class Deploy(DailyStage):
             kept = {"date": str(self.date), "sha256": model["sha256"], "why": record["why"]}
             yield_model.promote(registry(), Path(model["folder"]), kept)
         return True
+
+
+def retrain_requests_dir() -> Path:
+    return paths().root_path() / "requests" / "retrain"
+
+
+def open_retrain_requests(date: dt.date) -> list[tuple[Path, dict[str, Any]]]:
+    """Retrain requests (jobs/quality_monitor.py) from windows up to the end of `date`."""
+    folder = retrain_requests_dir()
+    found = [(p, read_json(p)) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+    return [(p, r) for p, r in found if r["window"][:10] <= f"{date:%Y-%m-%d}"]
+
+
+def consume(requests: list[tuple[Path, dict[str, Any]]], date: dt.date) -> None:
+    """Requests a decision has taken into account move to `done/`, with the decision's date."""
+    for path, request in requests:
+        write_json(path.parent / "done" / path.name, {**request, "honoured_by": f"Deploy {date}"})
+        path.unlink()
 
 
 # --- scoring and the daily summary -----------------------------------------------------------

@@ -53,8 +53,8 @@ def floor(root: Path, faults: str = "") -> Path:
 
 def settings(root: Path, corrections: Path, **merge: object) -> luigi_settings:
     """luigi.cfg pointed at a floor: its root, its two fabs, a corrections file, [fab_merge] extras."""
-    fab_merge = {"fabs": "fab1,fab2", "clock_corrections": corrections, **merge}
-    return luigi_settings(paths={"root": root}, fab_merge=fab_merge)
+    settings = {"fabs": "fab1,fab2", "clock_corrections": corrections, **merge}
+    return luigi_settings(paths={"root": root}, merge=settings)
 
 
 def store(root: Path) -> pd.DataFrame:

@@ -116,3 +116,88 @@ def test_files_set_aside_by_ingest_warn_without_failing_the_gate() -> None:
     assert report["passed"] and report["warnings"] == ["fab1: files"]
     files = next(c for c in report["checks"] if c["name"] == "fab1: files")
     assert files["figures"]["quarantined_files"] == 1 and files["figures"]["duplicate_files"] == 1
+
+
+# --- the quality monitor's file checks ------------------------------------------------------------
+
+GOOD_FACTS = {
+    "record_counts": {"FAR": 1, "MIR": 1, "MRR": 1, "PIR": 10, "PRR": 10},
+    "record_order": {"last_record": "MRR", "mir_second": True, "mrr_last": True},
+    "truncated": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"record_counts": {**GOOD_FACTS["record_counts"], "MRR": 0}}, "0 MRR records"),
+        (
+            {"record_order": {"last_record": "PRR", "mir_second": True, "mrr_last": False}},
+            "last record is PRR",
+        ),
+        (
+            {"record_order": {"last_record": "MRR", "mir_second": False, "mrr_last": True}},
+            "MIR is not the second",
+        ),
+        ({"record_counts": {**GOOD_FACTS["record_counts"], "PRR": 9}}, "10 PIR but 9 PRR"),
+        ({"truncated": True, "truncated_at": 1234, "open_parts_dropped": 1}, "truncated at byte 1234"),
+    ],
+)
+def test_record_structure(change: dict, problem: str) -> None:
+    assert quality.check_record_structure("f", GOOD_FACTS).passed
+    check = quality.check_record_structure("f", {**GOOD_FACTS, **change})
+    assert not check.passed and problem in check.message
+
+
+def test_catalogue_finds_missing_parameters_and_only_warns_without_a_catalogue() -> None:
+    catalogue = pd.DataFrame({"test_num": [1, 2, 3], "test_txt": ["A", "B", "C"]})
+    assert quality.check_catalogue("f", catalogue, catalogue).passed
+    check = quality.check_catalogue("f", catalogue[catalogue["test_num"] != 2], catalogue)
+    assert not check.passed and check.figures["missing"] == ["2 B"]
+    unknown = quality.check_catalogue("f", catalogue, None)
+    assert not unknown.passed and unknown.severity == "warning"  # not checked is not passed
+
+
+def test_physical_bounds_catch_impossible_values_not_failing_dies() -> None:
+    bounds = pd.DataFrame(
+        {"test": ["VOH_*", "IDD*"], "unit": ["V", "mA"], "min": [-5.0, 0.0], "max": [10.0, 1e4]}
+    )
+    values = pd.DataFrame(
+        {"test": ["VOH_CLK", "VOH_SDA", "IDD_ACT1", "OTHER"], "value": [2.5, 2.1, 14.0, 1e9]}
+    )
+    check = quality.check_physical_bounds("f", values, bounds)
+    assert check.passed and check.figures["unbounded_tests"] == ["OTHER"]
+    broken = values.assign(value=[2.5, 1e6, 14.0, 1e9])
+    check = quality.check_physical_bounds("f", broken, bounds)
+    assert not check.passed and check.figures["outside"] == 1 and list(check.figures["tests"]) == ["VOH_SDA"]
+
+
+def test_a_file_resent_under_another_name_is_a_duplicate() -> None:
+    assert quality.check_duplicate_file("f", "abc", {"def": "x.stdf"}).passed
+    check = quality.check_duplicate_file("f", "abc", {"abc": "x.stdf"})
+    assert not check.passed and "x.stdf" in check.message
+
+
+def test_window_yield_floor() -> None:
+    dies = good_day()["dies"]
+    assert quality.check_window_yield(dies, 0.5).passed
+    collapsed = dies.assign(passed=False)
+    check = quality.check_window_yield(collapsed, 0.5)
+    assert not check.passed and check.figures["yield"] == 0
+
+
+def test_drift_needs_psi_and_a_median_beyond_the_lot_to_lot_spread() -> None:
+    rng = np.random.default_rng(1)
+    lots = rng.normal(0, 0.3, 7)  # seven reference days, each its own lot level
+    reference = np.concatenate([rng.normal(level, 1, 3000) for level in lots])
+    limits = quality.DriftLimits()
+    same = quality.check_drift("fab1", "VTH", reference, rng.normal(0, 1, 2000), lots, limits)
+    assert same.passed and same.figures["psi"] < 0.05
+    shifted = quality.check_drift("fab1", "VTH", reference, rng.normal(1.5, 1, 2000), lots, limits)
+    assert not shifted.passed and shifted.figures["psi"] > 0.25 and shifted.figures["ks_pvalue"] < 1e-6
+    # an unusual but ordinary lot: PSI above the limit, yet inside what lots do
+    wide = np.array([-0.6, -0.4, 0.0, 0.3, 0.5, 0.7, 0.2])
+    ordinary = quality.check_drift("fab1", "VTH", reference, rng.normal(0.6, 1, 2000), wide, limits)
+    assert ordinary.figures["psi"] > 0.25 and ordinary.passed
+    few = quality.check_drift("fab1", "VTH", reference, reference[:10], lots, limits)
+    assert not few.passed and few.severity == "warning"
