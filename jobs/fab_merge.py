@@ -46,6 +46,7 @@ from .tasks import (
     landing_day,
     read_json,
     stage_dir,
+    still_landed,
 )
 
 WORKFLOW = "fab_merge"
@@ -163,7 +164,7 @@ class FabHour(HourlyStage):
         files = self.candidates()
         targets = yield [ConvertFile(path=str(f)) for f in files]
         self.set_status_message(f"selecting the dies of {self.hour:%Y-%m-%d %H}:00 from {len(files)} files")
-        conversions = [read_json(Path(t.path)) for t in targets]
+        conversions = [read_json(Path(t.path)) for _, t in still_landed(files, targets)]
         dies, results, tests, unreadable = hour_of_files(conversions, utc(self.hour))
         with self.publish() as (work, manifest):
             dies.to_parquet(work / "dies.parquet", index=False)
@@ -271,9 +272,8 @@ class ReferenceStats(StageTask):
         files = [f for folder in folders if folder.exists() for f in landed_files(folder)]
         targets = yield [ConvertFile(path=str(f)) for f in files]
         self.set_status_message(f"reference of {self.fab} over {len(self.days())} day(s)")
-        conversions = {
-            c["input"]["sha256"]: c for c in (read_json(Path(t.path)) for t in targets)
-        }  # resent: once
+        converted = (read_json(Path(t.path)) for _, t in still_landed(files, targets))
+        conversions = {c["input"]["sha256"]: c for c in converted}  # a resent file: once
         longs = [
             harmonized_file(stage_dir("convert") / sha, self.fab)
             for sha, c in conversions.items()

@@ -44,6 +44,7 @@ from .tasks import (
     landing_day,
     read_json,
     stage_dir,
+    still_landed,
     write_json,
 )
 from .wafer_yield import retrain_requests_dir
@@ -92,7 +93,8 @@ class MonitorReference(StageTask):
         folders = fab_days(self.fab, first, self.date - dt.timedelta(days=1))
         files = [f for folder in folders for f in landed_files(folder)]
         targets = yield [ConvertFile(path=str(f)) for f in files]
-        conversions = {c["input"]["sha256"]: c for c in (read_json(Path(t.path)) for t in targets)}
+        converted = (read_json(Path(t.path)) for _, t in still_landed(files, targets))
+        conversions = {c["input"]["sha256"]: c for c in converted}
         readable = {sha: c for sha, c in conversions.items() if c.get("status", "ok") == "ok"}
         self.set_status_message(f"reference of {self.fab}: {len(readable)} files")
         catalogue = catalogue_of(readable)
@@ -182,12 +184,11 @@ class QualityMonitor(StageTask):
     def run(self) -> Iterator[list[ConvertFile]]:
         landed = self.landed()
         targets = yield [ConvertFile(path=str(f)) for _, f in landed]
-        self.set_status_message(f"checking {len(landed)} files")
+        fab_of = dict((path, fab) for fab, path in landed)
+        present = still_landed([path for _, path in landed], targets)
+        self.set_status_message(f"checking {len(present)} files")
         context = WindowContext.build(self.window.date(), landed)
-        files = [
-            check_file(fab, path, read_json(Path(t.path)), context)
-            for (fab, path), t in zip(landed, targets, strict=True)
-        ]
+        files = [check_file(fab_of[path], path, read_json(Path(t.path)), context) for path, t in present]
         quarantined = [self._quarantine(f) for f in files if f["failed"]]
         window = window_checks([f for f in files if not f["failed"]], self.window.date())
         self._drift_actions(window)
@@ -243,6 +244,14 @@ class QualityMonitor(StageTask):
         return [w for w in parameter_tuples if f"date={w:%Y-%m-%d}window={w:%H%M}" in done]
 
 
+def _landed(path: Path) -> tuple[float, str, str] | None:
+    """(upload time, name, sha256) of a landed file; None if it was just set aside."""
+    try:
+        return path.stat().st_mtime, path.name, content_sha256(path)
+    except FileNotFoundError:
+        return None
+
+
 @dataclass
 class WindowContext:
     """What every file check of a window reads, read once: the physical bounds, each fab's
@@ -261,8 +270,7 @@ class WindowContext:
             catalogues[fab] = pd.read_parquet(reference)
             folders = set(fab_days(fab, first, day + dt.timedelta(days=1)))
             folders |= {path.parent for f, path in window_files if f == fab}
-            files = [f for folder in folders for f in landed_files(folder)]
-            landed[fab] = [(f.stat().st_mtime, f.name, content_sha256(f)) for f in files]
+            landed[fab] = [entry for folder in folders for f in landed_files(folder) if (entry := _landed(f))]
         return cls(read_bounds(), catalogues, landed)
 
     def landed_before(self, fab: str, path: Path) -> dict[str, str]:

@@ -182,8 +182,14 @@ class ConvertFile(luigi.Task):
     engine = luigi.Parameter(default="", description="arrow or pystdf; default: [stdf] engine")
 
     def output(self) -> luigi.LocalTarget:
-        folder = stage_dir("convert") / content_sha256(self.path)
-        return luigi.LocalTarget(str(folder / "manifest.json"))
+        try:
+            self._sha256 = content_sha256(self.path)
+        except FileNotFoundError:
+            # Another workflow quarantined the file after it was converted for this one; the
+            # conversion is still there, under the content it had.
+            if not hasattr(self, "_sha256"):
+                raise
+        return luigi.LocalTarget(str(stage_dir("convert") / self._sha256 / "manifest.json"))
 
     def run(self) -> None:
         settings = stdf()
@@ -248,6 +254,12 @@ def landing_day(fab: str, date: dt.date) -> Path:
 def is_ready(fab: str, date: dt.date) -> bool:
     """A landing day is complete when the fab has written its `_READY` marker."""
     return (landing_day(fab, date) / "_READY").exists()
+
+
+def still_landed(files: list[Path], targets: list[luigi.LocalTarget]) -> list[tuple[Path, luigi.LocalTarget]]:
+    """(file, conversion) of the files still in the landing zone: while a workflow converted them,
+    another (the quality monitor, an ingest) may have set some aside."""
+    return [(f, t) for f, t in zip(files, targets, strict=True) if f.exists()]
 
 
 def landed_files(fab_day: Path) -> list[Path]:

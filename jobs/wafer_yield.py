@@ -46,6 +46,7 @@ from .tasks import (
     landing_day,
     read_json,
     stage_dir,
+    still_landed,
     write_json,
 )
 
@@ -140,7 +141,7 @@ class IngestFab(DailyStage):
         files = landed_files(landing_day(self.fab, self.date))
         self.set_status_message(f"converting {len(files)} files")
         conversions = yield [ConvertFile(path=str(f)) for f in files]  # in parallel, once per content
-        readable, quarantined = self._quarantine_unreadable(files, conversions)
+        readable, quarantined = self._quarantine_unreadable(still_landed(files, conversions))
         self.set_status_message(f"combining {len(readable)} conversions")
         with self.publish() as (work, manifest):
             manifest.update(status="ok", **ingest_files(readable, work))
@@ -161,10 +162,10 @@ class IngestFab(DailyStage):
         )
 
     def _quarantine_unreadable(
-        self, files: list[Path], conversions: list[ConvertFile]
+        self, landed: list[tuple[Path, luigi.LocalTarget]]
     ) -> tuple[list[tuple[Path, dict]], list[dict]]:
         readable, quarantined = [], []
-        for path, target in zip(files, conversions, strict=True):
+        for path, target in landed:
             converted = read_json(Path(target.path))
             if converted.get("status", "ok") == "ok":
                 readable.append((path, converted))
