@@ -368,7 +368,7 @@ PIPELINE_START = "2026-11-01"
 
 
 def _luigi_range(
-    root: Path, start: str, stop: str, workers: int, of: str = "WaferYieldDaily"
+    root: Path, start: str, stop: str, workers: int, of: str = "WaferYieldDaily", extra: tuple[str, ...] = ()
 ) -> tuple[float, subprocess.CompletedProcess]:
     """`luigi ... RangeDaily --of WaferYieldDaily` (or RangeHourly --of FabMergeHourly) as a user
     types it; wall seconds and the finished process."""
@@ -378,6 +378,7 @@ def _luigi_range(
         sys.executable, "-m", "luigi", "--module", module,
         range_task, "--of", of, "--start", start, "--stop", stop,
         "--local-scheduler", "--workers", str(workers), "--paths-root", str(root), "--log-level", "WARNING",
+        *extra,
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -386,11 +387,11 @@ def _luigi_range(
     return time.perf_counter() - started, done
 
 
-def _simulate(root: Path, days: int, *extra: str) -> None:
+def _simulate(root: Path, days: int, *extra: str, start: str = PIPELINE_START) -> None:
     from .simulate import main as simulate
 
     shutil.rmtree(root, ignore_errors=True)
-    simulate(["--root", str(root), "--start", PIPELINE_START, "--days", str(days), "--quiet", *extra])
+    simulate(["--root", str(root), "--start", start, "--days", str(days), "--quiet", *extra])
 
 
 def _stage_seconds(root: Path, day: str) -> dict[str, float]:
@@ -426,9 +427,11 @@ def pipeline(args: argparse.Namespace) -> dict:
         next(week_root.glob(f"wafer_yield_daily/v*/date={day(7)}/manifest.json")).read_text()
     )
 
-    _simulate(month_root, 30, "--fabs", "fab1", "--lots", "1", "--wafers", "1")
-    _luigi_range(month_root, day(0), day(30), workers=2)
-    noop_seconds, _ = _luigi_range(month_root, day(0), day(30), workers=1)
+    month = ("2026-10-01", "2026-10-31")  # 30 days, all past their landing deadlines
+    _simulate(month_root, 30, "--fabs", "fab1", "--lots", "1", "--wafers", "1", start=month[0])
+    one_fab = ("--wafer-yield-fabs", "fab1")
+    _luigi_range(month_root, *month, workers=2, extra=one_fab)
+    noop_seconds, _ = _luigi_range(month_root, *month, workers=1, extra=one_fab)
     return {
         "day": {
             "date": day(7),
