@@ -40,6 +40,7 @@ from .config import merge as merge_settings
 from .config import repo_file
 from .tasks import (
     ConvertFile,
+    FabDayStage,
     StageTask,
     is_ready,
     landed_files,
@@ -249,18 +250,13 @@ def final_tests(parts: pd.DataFrame) -> pd.DataFrame:
 # --- the reference of robust z-scores --------------------------------------------------------------
 
 
-class ReferenceStats(StageTask):
+class ReferenceStats(FabDayStage):
     """`reference/{tag}/date=D/fab=F/stats.parquet`: per canonical test, the median and robust sigma
     of the fab's wafer-sort results over the `reference_days` days before D (D itself when the
     fab has no earlier day: its first day is its own reference)."""
 
     stage = "reference"
     workflow = WORKFLOW
-    fab = luigi.Parameter()
-    date = luigi.DateParameter()
-
-    def partition(self) -> str:
-        return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
 
     def days(self) -> list[dt.date]:
         back = [self.date - dt.timedelta(days=n) for n in range(merge_settings().reference_days, 0, -1)]

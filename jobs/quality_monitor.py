@@ -38,6 +38,7 @@ from .fab_merge import harmonized_file, test_names
 from .quarantine import quarantine_file
 from .tasks import (
     ConvertFile,
+    FabDayStage,
     StageTask,
     content_sha256,
     landed_files,
@@ -76,17 +77,12 @@ def fab_days(fab: str, first: dt.date, last: dt.date) -> list[Path]:
 # --- the reference ---------------------------------------------------------------------------------
 
 
-class MonitorReference(StageTask):
+class MonitorReference(FabDayStage):
     """`monitor_reference/{tag}/date=D/fab=F/`: catalogue.parquet (per job: test_num, test_txt,
     files that ran it) and key_values.parquet (test, value: a seeded sample per key parameter)."""
 
     stage = "monitor_reference"
     workflow = WORKFLOW
-    fab = luigi.Parameter()
-    date = luigi.DateParameter()
-
-    def partition(self) -> str:
-        return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
 
     def run(self) -> Iterator[list[ConvertFile]]:
         first = self.date - dt.timedelta(days=quality_monitor().reference_days)

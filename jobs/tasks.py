@@ -141,6 +141,16 @@ class StageTask(luigi.Task):
             write_json(work / self.manifest_name, manifest)
 
 
+class FabDayStage(StageTask):
+    """A stage of one fab's day: `{stage folder}/{tag}/date=D/fab=F/`."""
+
+    fab = luigi.Parameter()
+    date = luigi.DateParameter()
+
+    def partition(self) -> str:
+        return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
+
+
 # --- content ids --------------------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
