@@ -36,7 +36,7 @@ from . import (
     ranges,  # noqa: F401 - Range tools that say when a range is older than their look-back
 )
 from .alerts import alert
-from .config import paths, quality_gate, version_tag, wafer_yield, yield_model_settings
+from .config import paths, quality_gate, wafer_yield, yield_model_settings
 from .quarantine import quarantine_file
 from .tasks import (
     ConvertFile,
@@ -667,6 +667,3 @@ class WaferYieldDaily(DailyStage):
             if f"{date:%Y-%m-%d}" in done and cls(date=date).complete():  # complete() only reads JSON
                 complete.append(date)
         return complete
-
-
-__all__ = ["WaferYieldDaily", "version_tag"]
