@@ -21,6 +21,6 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1"],
+        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1", "aiosmtpd>=1.4"],
     },
 )

@@ -1,7 +1,11 @@
 """The suite's one alert function: every workflow reports trouble through `alert`.
 
-Alerts are appended to `{root}/alerts/alerts.jsonl`, one JSON object a line. The operations
-work (email, webhook, cooldown) extends this function; callers do not change.
+Each alert is appended to `{root}/alerts/alerts.jsonl` (one JSON object a line), and unless an
+alert with the same key was sent within `[alerts] cooldown_minutes`, it is also mailed through
+luigi's own `[email]` / `[smtp]` settings (to `[email] receiver`) and posted as JSON to
+`[alerts] webhook_url` when one is set. A broken fab raises the same key hour after hour: it
+is recorded every time but sent once per cooldown. Sending never fails the task: a mail server
+or webhook that does not answer is logged.
 """
 
 from __future__ import annotations
@@ -10,8 +14,12 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+import luigi
+import luigi.notifications
 
 from .config import paths
 
@@ -19,30 +27,80 @@ SEVERITIES = ("info", "warning", "error", "critical")
 logger = logging.getLogger("luigi-interface")
 
 
+class alerts(luigi.Config):  # noqa: N801 - the luigi.cfg section
+    webhook_url = luigi.Parameter(default="", description="POST each sent alert here as JSON; empty: none")
+    cooldown_minutes = luigi.FloatParameter(default=60.0, description="an alert key is sent once per this")
+    email_severity = luigi.ChoiceParameter(
+        choices=SEVERITIES, default="warning", description="mail alerts of this severity and above"
+    )
+
+
 def alerts_file() -> Path:
     return paths().root_path() / "alerts" / "alerts.jsonl"
 
 
-def alert(workflow: str, task: str, severity: str, message: str, **numbers: Any) -> dict[str, Any]:
-    """Record an alert (and log it). `numbers` are the figures behind it, kept as JSON."""
+def alert(
+    workflow: str, task: str, severity: str, message: str, key: str | None = None, **numbers: Any
+) -> dict[str, Any]:
+    """Record an alert, log it, and send it unless its key (default: the message) was sent
+    within the cooldown. `numbers` are the figures behind it, kept as JSON."""
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, not {severity!r}")
+    now = dt.datetime.now(dt.UTC)
     record = {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "time": now.isoformat(timespec="seconds"),
         "workflow": workflow,
         "task": task,
         "severity": severity,
         "message": message,
+        "key": key or f"{workflow}: {message}",
         "numbers": numbers,
     }
     path = alerts_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, default=str) + "\n"
     with open(path, "a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # whole lines even with several workers writing at once
-        f.write(line)
+        fcntl.flock(f, fcntl.LOCK_EX)  # whole lines and one cooldown decision, with several workers
+        record["sent"] = _claim(record["key"], now)
+        f.write(json.dumps(record, default=str) + "\n")
     logger.warning("ALERT [%s] %s %s: %s", severity, workflow, task, message)
+    if record["sent"]:
+        _send(record)
     return record
+
+
+def _claim(key: str, now: dt.datetime) -> bool:
+    """Whether this key may be sent now; if so, note it (the caller holds the lock)."""
+    state_file = alerts_file().with_name("last_sent.json")
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    last = state.get(key)
+    if last and now - dt.datetime.fromisoformat(last) < dt.timedelta(minutes=alerts().cooldown_minutes):
+        return False
+    state[key] = now.isoformat()
+    tmp = state_file.with_name(".last_sent.json.tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(state_file)
+    return True
+
+
+def _send(record: dict[str, Any]) -> None:
+    settings = alerts()
+    if SEVERITIES.index(record["severity"]) >= SEVERITIES.index(settings.email_severity):
+        email = luigi.notifications.email()
+        subject = f"[{record['severity']}] {record['workflow']}: {record['message']}"[:200]
+        body = json.dumps(record, indent=2, default=str)
+        luigi.notifications.send_email(subject, body, email.sender, (email.receiver,))
+    if settings.webhook_url:
+        request = urllib.request.Request(
+            settings.webhook_url,
+            data=json.dumps(record, default=str).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                pass
+        except OSError as error:  # an alert must never fail the task that raised it
+            logger.error("alert webhook %s did not take the alert: %s", settings.webhook_url, error)
 
 
 def read_alerts(path: Path | None = None) -> list[dict[str, Any]]:

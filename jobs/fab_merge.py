@@ -335,8 +335,10 @@ class Normalize(HourlyStage):
             rows = table.groupby("fab").size().to_dict() if len(table) else {}
             manifest.update(fabs=[f for f in fabs if f not in missing], missing_fabs=missing, rows=rows)
         for fab in missing:
-            alert(WORKFLOW, self.task_id, "warning", f"{fab} had not delivered {self.hour:%Y-%m-%d %H}:00 by "
-                  "the deadline: merged without it", fab=fab, hour=f"{self.hour:%Y-%m-%dT%H}")  # fmt: skip
+            late = f"{fab} had not delivered {self.hour:%Y-%m-%d %H}:00 by the deadline: merged without it"
+            alert(
+                WORKFLOW, self.task_id, "warning", late, key=f"{fab} missing", hour=f"{self.hour:%Y-%m-%dT%H}"
+            )
 
 
 def normalize_fab(fab: str, folders: list[Path], start: pd.Timestamp, stats: pd.DataFrame) -> pd.DataFrame:

@@ -211,7 +211,14 @@ class QualityMonitor(StageTask):
         day = dt.date.fromisoformat(path.parent.name)
         moved = quarantine_file(path, WORKFLOW, checked["fab"], day, reason)
         why = "; ".join(c["message"] for c in failed)
-        alert(WORKFLOW, self.task_id, "warning", f"quarantined {path.name}: {why}", file=str(moved))
+        alert(
+            WORKFLOW,
+            self.task_id,
+            "warning",
+            f"quarantined {path.name}: {why}",
+            key=f"quarantine {checked['fab']}",
+            file=str(moved),
+        )
         return {"file": path.name, "fab": checked["fab"], "moved_to": str(moved), "failed": checked["failed"]}
 
     def _drift_actions(self, window: list[quality.Check]) -> None:
@@ -230,7 +237,7 @@ class QualityMonitor(StageTask):
                 }
                 write_json(retrain_requests_dir() / f"{self.window:%Y-%m-%dT%H%M}_{fab}_{test}.json", request)
                 message = f"drift on {fab} {test}: {check.message}; retrain requested"
-                alert(WORKFLOW, self.task_id, "warning", message, **request)
+                alert(WORKFLOW, self.task_id, "warning", message, key=f"drift {fab} {test}", **request)
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:

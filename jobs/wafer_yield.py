@@ -157,6 +157,7 @@ class IngestFab(DailyStage):
             self.task_id,
             "error",
             f"{self.fab} offline on {self.date}: no _READY by {deadline}; the day goes on without it",
+            key=f"{self.fab} offline",
             fab=self.fab,
             date=str(self.date),
         )
@@ -177,7 +178,14 @@ class IngestFab(DailyStage):
             }
             moved = quarantine_file(path, WORKFLOW, self.fab, self.date, reason)
             quarantined.append({"file": path.name, "moved_to": str(moved), **reason})
-            alert(WORKFLOW, self.task_id, "warning", f"quarantined {converted['error']}", file=str(moved))
+            alert(
+                WORKFLOW,
+                self.task_id,
+                "warning",
+                f"quarantined {converted['error']}",
+                key=f"quarantine {self.fab}",
+                file=str(moved),
+            )
         return readable, quarantined
 
 
@@ -273,7 +281,13 @@ class QualityGate(DailyStage):
             manifest.update(fabs=present, offline_fabs=offline)
         if not report["passed"]:
             failed = "; ".join(report["failed"])
-            alert(WORKFLOW, self.task_id, "error", f"quality gate failed on {self.date}: {failed}")
+            alert(
+                WORKFLOW,
+                self.task_id,
+                "error",
+                f"quality gate failed on {self.date}: {failed}",
+                key="quality gate",
+            )
 
 
 class Features(DailyStage):
@@ -423,7 +437,14 @@ class Train(DailyStage):
     def _skip(self, decision: str, **numbers: Any) -> None:
         with self.publish() as (_, manifest):
             manifest.update(status="skipped", decision=decision, **numbers)
-        alert(WORKFLOW, self.task_id, "warning", f"{self.date}: training {decision}", **numbers)
+        alert(
+            WORKFLOW,
+            self.task_id,
+            "warning",
+            f"{self.date}: training {decision}",
+            key="training skipped",
+            **numbers,
+        )
 
 
 def champion_before(date: dt.date, deploy: Deploy | None) -> dict[str, Any] | None:
@@ -538,7 +559,9 @@ class Deploy(DailyStage):
         kept = {"decision": "kept champion" if champion else "not deployed", "production_after": champion}
         if new["accuracy"] < settings.min_accuracy:
             why = f"accuracy {new['accuracy']:.4f} < {settings.min_accuracy}"
-            alert(WORKFLOW, self.task_id, "error", f"candidate not deployed: {why}", **numbers)
+            alert(
+                WORKFLOW, self.task_id, "error", f"candidate not deployed: {why}", key="accuracy", **numbers
+            )
             return {**kept, "why": why, **numbers}
         drift = "; ".join(
             f"retrain requested: drift of {r['test']} on {r['fab']} (PSI {r['psi']:.2f})" for r in requests
@@ -622,7 +645,14 @@ class Score(DailyStage):
             )
         if len(low):
             message = f"{len(low)} wafer(s) forecast below {floor:.0%} yield on {self.date}"
-            alert(WORKFLOW, self.task_id, "warning", message, wafers=manifest["low_yield_wafers"])
+            alert(
+                WORKFLOW,
+                self.task_id,
+                "warning",
+                message,
+                key="low yield",
+                wafers=manifest["low_yield_wafers"],
+            )
 
 
 class WaferYieldDaily(DailyStage):

@@ -1,0 +1,128 @@
+"""Alerts by mail (a real SMTP server, aiosmtpd) and webhook (a real HTTP receiver), both on
+127.0.0.1 and stopped by the test, with a cooldown per alert key."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from jobs.alerts import alert, read_alerts
+from tests.conftest import luigi_settings
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture()
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    with socket.socket() as probe:  # a free port (aiosmtpd checks it is up by connecting to it)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture()
+def webhook() -> Iterator[tuple[list, str]]:
+    received: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None: ...
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received, f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def settings(root: Path, port: int, url: str) -> luigi_settings:
+    return luigi_settings(
+        paths={"root": root},
+        email={
+            "method": "smtp",
+            "receiver": "test-ops@example.com",
+            "sender": "stdf-jobs@example.com",
+            "force_send": True,
+        },
+        smtp={"host": "127.0.0.1", "port": port, "no_tls": True},
+        alerts={"webhook_url": url, "cooldown_minutes": 60},
+    )
+
+
+def test_an_alert_is_mailed_posted_and_then_quiet_for_its_cooldown(
+    tmp_path: Path, smtp_server, webhook
+) -> None:
+    inbox, port = smtp_server
+    received, url = webhook
+    with settings(tmp_path, port, url):
+        first = alert(
+            "fab_merge",
+            "Normalize(...)",
+            "warning",
+            "fab2 had not delivered 05:00",
+            key="fab2 missing",
+            hour=5,
+        )
+        assert first["sent"]
+        assert len(inbox.messages) == 1 and len(received) == 1
+        recipients, mail = inbox.messages[0]
+        assert recipients == ["test-ops@example.com"] and "fab2 had not delivered 05:00" in mail["Subject"]
+        assert received[0]["message"] == "fab2 had not delivered 05:00" and received[0]["numbers"] == {
+            "hour": 5
+        }
+
+        again = alert(
+            "fab_merge", "Normalize(...)", "warning", "fab2 had not delivered 06:00", key="fab2 missing"
+        )
+        assert (
+            not again["sent"] and len(inbox.messages) == 1 and len(received) == 1
+        )  # same key: recorded only
+        other = alert(
+            "quality_monitor", "QualityMonitor(...)", "warning", "quarantined a file", key="quarantine"
+        )
+        assert other["sent"] and len(inbox.messages) == 2 and len(received) == 2
+        assert [a["sent"] for a in read_alerts(tmp_path / "alerts" / "alerts.jsonl")] == [True, False, True]
+
+
+def test_an_unreachable_webhook_or_mail_server_does_not_fail_the_task(tmp_path: Path) -> None:
+    with settings(tmp_path, 1, "http://127.0.0.1:1/nobody"):
+        record = alert("wafer_yield", "Train(...)", "error", "training skipped")
+    assert (
+        record["sent"]
+        and read_alerts(tmp_path / "alerts" / "alerts.jsonl")[0]["message"] == "training skipped"
+    )
+
+
+def test_info_alerts_are_not_mailed_by_default(tmp_path: Path, smtp_server) -> None:
+    inbox, port = smtp_server
+    with settings(tmp_path, port, ""):
+        alert("wafer_yield", "Score(...)", "info", "scored")
+    assert inbox.messages == []
