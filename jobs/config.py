@@ -16,6 +16,11 @@ if REPO_CONFIG.exists() and "LUIGI_CONFIG_PATH" not in os.environ:
     luigi.configuration.add_config_path(str(REPO_CONFIG))
 
 
+def comma_list(value: str) -> list[str]:
+    """A comma-separated luigi.cfg value as a list, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def repo_file(value: str) -> Path:
     """A path from luigi.cfg: relative ones are taken from the repo."""
     path = Path(os.path.expanduser(value))
@@ -116,7 +121,7 @@ class wafer_yield(luigi.Config):  # noqa: N801
     min_forecast_yield = luigi.FloatParameter(default=0.85, description="wafer forecasts below it alert")
 
     def fab_list(self) -> list[str]:
-        return [f.strip() for f in self.fabs.split(",") if f.strip()]
+        return comma_list(self.fabs)
 
 
 class merge(luigi.Config):  # noqa: N801
@@ -134,7 +139,7 @@ class merge(luigi.Config):  # noqa: N801
     )
 
     def fab_list(self) -> list[str]:
-        return [f.strip() for f in self.fabs.split(",") if f.strip()]
+        return comma_list(self.fabs)
 
 
 class quality_monitor(luigi.Config):  # noqa: N801
@@ -153,10 +158,10 @@ class quality_monitor(luigi.Config):  # noqa: N801
     )
 
     def fab_list(self) -> list[str]:
-        return [f.strip() for f in self.fabs.split(",") if f.strip()]
+        return comma_list(self.fabs)
 
     def key_test_list(self) -> list[str]:
-        return [t.strip() for t in self.key_tests.split(",") if t.strip()]
+        return comma_list(self.key_tests)
 
 
 class yield_model_settings(luigi.Config):  # noqa: N801

@@ -45,6 +45,7 @@ from .tasks import (
     is_ready,
     landed_files,
     landing_day,
+    landing_folders,
     read_json,
     stage_dir,
     still_landed,
@@ -153,12 +154,9 @@ class FabHour(HourlyStage):
         """Files that can hold dies of this hour: landed from the day before to the day after,
         uploaded at most a day before the hour (clocks may be off UTC by hours, not days)."""
         earliest = utc(self.hour).timestamp() - 86_400
-        found = []
-        for shift in (-1, 0, 1):
-            folder = landing_day(self.fab, self.hour.date() + dt.timedelta(days=shift))
-            if folder.exists():
-                found += [f for f in landed_files(folder) if f.stat().st_mtime >= earliest]
-        return found
+        day = dt.timedelta(days=1)
+        folders = landing_folders(self.fab, self.hour.date() - day, self.hour.date() + day)
+        return [f for folder in folders for f in landed_files(folder) if f.stat().st_mtime >= earliest]
 
     def run(self) -> Iterator[list[ConvertFile]]:
         status = "delivered" if delivered(self.fab, self.hour) else "missing"
@@ -258,16 +256,16 @@ class ReferenceStats(FabDayStage):
     stage = "reference"
     workflow = WORKFLOW
 
-    def days(self) -> list[dt.date]:
-        back = [self.date - dt.timedelta(days=n) for n in range(merge_settings().reference_days, 0, -1)]
-        earlier = [d for d in back if landing_day(self.fab, d).exists()]
-        return earlier or [self.date]
+    def folders(self) -> list[Path]:
+        first = self.date - dt.timedelta(days=merge_settings().reference_days)
+        earlier = landing_folders(self.fab, first, self.date - dt.timedelta(days=1))
+        return earlier or landing_folders(self.fab, self.date, self.date)
 
     def run(self) -> Iterator[list[ConvertFile]]:
-        folders = [landing_day(self.fab, d) for d in self.days()]
-        files = [f for folder in folders if folder.exists() for f in landed_files(folder)]
+        folders = self.folders()
+        files = [f for folder in folders for f in landed_files(folder)]
         targets = yield [ConvertFile(path=str(f)) for f in files]
-        self.set_status_message(f"reference of {self.fab} over {len(self.days())} day(s)")
+        self.set_status_message(f"reference of {self.fab} over {len(folders)} day(s)")
         converted = (read_json(Path(t.path)) for _, t in still_landed(files, targets))
         conversions = {c["input"]["sha256"]: c for c in converted}  # a resent file: once
         longs = [
@@ -279,7 +277,7 @@ class ReferenceStats(FabDayStage):
         stats = harmonize.robust_stats(long)
         with self.publish() as (work, manifest):
             stats.to_parquet(work / "stats.parquet", index=False)
-            manifest.update(days=[str(d) for d in self.days()], files=len(longs), rows={"tests": len(stats)})
+            manifest.update(days=[f.name for f in folders], files=len(longs), rows={"tests": len(stats)})
 
 
 def harmonized_file(folder: Path, fab: str) -> pd.DataFrame:

@@ -42,7 +42,7 @@ from .tasks import (
     StageTask,
     content_sha256,
     landed_files,
-    landing_day,
+    landing_folders,
     read_json,
     stage_dir,
     still_landed,
@@ -69,11 +69,6 @@ def read_bounds() -> pd.DataFrame:
     return bounds
 
 
-def fab_days(fab: str, first: dt.date, last: dt.date) -> list[Path]:
-    days = (first + dt.timedelta(days=n) for n in range((last - first).days + 1))
-    return [folder for day in days if (folder := landing_day(fab, day)).exists()]
-
-
 # --- the reference ---------------------------------------------------------------------------------
 
 
@@ -86,7 +81,7 @@ class MonitorReference(FabDayStage):
 
     def run(self) -> Iterator[list[ConvertFile]]:
         first = self.date - dt.timedelta(days=quality_monitor().reference_days)
-        folders = fab_days(self.fab, first, self.date - dt.timedelta(days=1))
+        folders = landing_folders(self.fab, first, self.date - dt.timedelta(days=1))
         files = [f for folder in folders for f in landed_files(folder)]
         targets = yield [ConvertFile(path=str(f)) for f in files]
         converted = (read_json(Path(t.path)) for _, t in still_landed(files, targets))
@@ -271,7 +266,7 @@ class WindowContext:
         for fab in quality_monitor().fab_list():
             reference = MonitorReference(fab=fab, date=day).folder() / "catalogue.parquet"
             catalogues[fab] = pd.read_parquet(reference)
-            folders = set(fab_days(fab, first, day + dt.timedelta(days=1)))
+            folders = set(landing_folders(fab, first, day + dt.timedelta(days=1)))
             folders |= {path.parent for f, path in window_files if f == fab}
             landed[fab] = [entry for folder in folders for f in landed_files(folder) if (entry := _landed(f))]
         return cls(read_bounds(), catalogues, landed)

@@ -261,6 +261,12 @@ def landing_day(fab: str, date: dt.date) -> Path:
     return paths().root_path() / "landing" / fab / f"{date:%Y-%m-%d}"
 
 
+def landing_folders(fab: str, first: dt.date, last: dt.date) -> list[Path]:
+    """The fab's landing folders that exist, from `first` to `last` (inclusive), in date order."""
+    days = (first + dt.timedelta(days=n) for n in range((last - first).days + 1))
+    return [folder for day in days if (folder := landing_day(fab, day)).exists()]
+
+
 def is_ready(fab: str, date: dt.date) -> bool:
     """A landing day is complete when the fab has written its `_READY` marker."""
     return (landing_day(fab, date) / "_READY").exists()
