@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import luigi
 
-from . import __version__
+from . import __version__, history  # noqa: F401 - history registers the run-history handlers
 from .config import paths, stdf, version_tag
 from .stdf import convert_stdf, replace_dir
 from .stdf.source import StdfReadError, stored_stream_size

@@ -143,7 +143,7 @@ class IngestFab(DailyStage):
         conversions = yield [ConvertFile(path=str(f)) for f in files]  # in parallel, once per content
         readable, quarantined = self._quarantine_unreadable(still_landed(files, conversions))
         self.set_status_message(f"combining {len(readable)} conversions")
-        with self.publish() as (work, manifest):
+        with self.publish(inputs=[f for f, _ in readable]) as (work, manifest):
             manifest.update(status="ok", **ingest_files(readable, work))
             manifest["quarantined"] = quarantined
         self.set_progress_percentage(100)

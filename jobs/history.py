@@ -1,0 +1,194 @@
+"""Run history: every task run's start, end, status, duration and row counts, in SQLite.
+
+Luigi event handlers write `{root}/history/runs.sqlite` from whichever process runs the task, so
+the history is the same under the local scheduler (`scripts/demo`) and under luigid (whose own
+`[task_history]` database records scheduler events, but not our rows and figures). The SLA
+check (`jobs/sla.py`) records its misses in the same file, and `scripts/dashboard` reads it.
+
+A run killed with SIGKILL stays RUNNING here; `effective_status` reports it as KILLED once its
+process is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pandas as pd
+
+from .config import paths
+
+logger = logging.getLogger("luigi-interface")
+
+# One luigi command: its worker processes (forked) inherit it, so their runs share it.
+INVOCATION_ENV = "STDF_JOBS_INVOCATION"
+os.environ.setdefault(INVOCATION_ENV, uuid.uuid4().hex[:12])
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    invocation TEXT NOT NULL,   -- one luigi command line
+    task_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    workflow TEXT NOT NULL,     -- wafer_yield, fab_merge, quality_monitor, or '' (shared tasks)
+    params TEXT NOT NULL,       -- JSON of the task's parameters
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started TEXT NOT NULL,      -- ISO UTC
+    finished TEXT,
+    status TEXT NOT NULL,       -- RUNNING, DONE, FAILED
+    seconds REAL,
+    rows INTEGER,               -- rows written (from the stage's manifest)
+    bytes INTEGER,              -- bytes read (the manifest's inputs)
+    facts TEXT,                 -- JSON: the manifest's status, decision, AUCs, fab
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id, status);
+CREATE TABLE IF NOT EXISTS sla_misses (
+    workflow TEXT NOT NULL,
+    period TEXT NOT NULL,       -- the day, hour or window the run is for
+    deadline TEXT NOT NULL,     -- ISO UTC
+    reason TEXT NOT NULL,       -- not done, still running, finished late
+    detected TEXT NOT NULL,     -- ISO UTC, when the check found it (and alerted)
+    PRIMARY KEY (workflow, period)
+);
+"""
+
+
+def history_file() -> Path:
+    return paths().root_path() / "history" / "runs.sqlite"
+
+
+def connect(path: Path | None = None) -> sqlite3.Connection:
+    """The history database, created on first use. WAL: workers write while the dashboard reads."""
+    path = path or history_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=60, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(SCHEMA)
+    return con
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _workflow(task: luigi.Task) -> str:
+    return getattr(task, "workflow", "") or ""
+
+
+@luigi.Task.event_handler(luigi.Event.START)
+def _record_start(task: luigi.Task) -> None:
+    """Insert a RUNNING row; a task resumed after its dynamic dependencies keeps its first row."""
+    try:
+        invocation = os.environ[INVOCATION_ENV]
+        with connect() as con:
+            row = con.execute(
+                "SELECT id FROM runs WHERE invocation=? AND task_id=? AND status='RUNNING'",
+                (invocation, task.task_id),
+            ).fetchone()
+            if row:
+                con.execute("UPDATE runs SET pid=? WHERE id=?", (os.getpid(), row[0]))
+                return
+            params = json.dumps(task.to_str_params(only_significant=True))
+            con.execute(
+                "INSERT INTO runs (invocation, task_id, family, workflow, params, host, pid, started, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'RUNNING')",
+                (invocation, task.task_id, task.task_family, _workflow(task), params,
+                 socket.gethostname(), os.getpid(), _now()),
+            )  # fmt: skip
+    except Exception as error:  # the history must never fail the task it records
+        logger.error("run history: could not record the start of %s: %s", task.task_id, error)
+
+
+@luigi.Task.event_handler(luigi.Event.SUCCESS)
+def _record_success(task: luigi.Task) -> None:
+    _finish(task, "DONE", None)
+
+
+@luigi.Task.event_handler(luigi.Event.FAILURE)
+def _record_failure(task: luigi.Task, exception: BaseException) -> None:
+    _finish(task, "FAILED", f"{type(exception).__name__}: {exception}"[:2000])
+
+
+def _finish(task: luigi.Task, status: str, error: str | None) -> None:
+    try:
+        rows, nbytes, facts = manifest_figures(task) if status == "DONE" else (None, None, {})
+        finished = _now()
+        with connect() as con:
+            row = con.execute(
+                "SELECT id, started FROM runs WHERE invocation=? AND task_id=? AND status='RUNNING'",
+                (os.environ[INVOCATION_ENV], task.task_id),
+            ).fetchone()
+            if row is None:
+                return
+            seconds = dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(row[1])
+            con.execute(
+                "UPDATE runs SET finished=?, status=?, seconds=?, rows=?, bytes=?, facts=?, error=?"
+                " WHERE id=?",
+                (finished, status, round(seconds.total_seconds(), 3), rows, nbytes,
+                 json.dumps(facts, default=str), error, row[0]),
+            )  # fmt: skip
+    except Exception as failure:
+        logger.error("run history: could not record the end of %s: %s", task.task_id, failure)
+
+
+def manifest_figures(task: luigi.Task) -> tuple[int | None, int | None, dict[str, Any]]:
+    """(rows written, bytes read, facts) from a finished stage's manifest; Nones for other tasks."""
+    if not hasattr(task, "manifest"):
+        return None, None, {}
+    try:
+        manifest = task.manifest()
+    except (OSError, ValueError):
+        return None, None, {}
+    rows = manifest.get("rows")
+    if isinstance(rows, dict):
+        rows = sum(v for v in rows.values() if isinstance(v, int))
+    nbytes = sum(i.get("bytes", 0) for i in manifest.get("inputs", []) if isinstance(i, dict))
+    facts = {k: manifest[k] for k in ("status", "decision", "fab") if isinstance(manifest.get(k), str)}
+    for model in ("candidate", "champion"):
+        if isinstance(manifest.get(model), dict) and "auc" in manifest[model]:
+            facts[f"{model}_auc"] = manifest[model]["auc"]
+    return rows if isinstance(rows, int) else None, nbytes or None, facts
+
+
+def read_runs(path: Path | None = None, since: dt.datetime | None = None) -> pd.DataFrame:
+    """The runs (optionally those started since a time), with `effective_status` added."""
+    with connect(path) as con:
+        query, args = "SELECT * FROM runs", ()
+        if since is not None:
+            query, args = query + " WHERE started >= ?", (since.astimezone(dt.UTC).isoformat(),)
+        runs = pd.read_sql_query(query + " ORDER BY id", con, params=args)
+    for column in ("started", "finished"):
+        runs[column] = pd.to_datetime(runs[column], utc=True, format="ISO8601")
+    runs["effective_status"] = [effective_status(r) for r in runs.itertuples()]
+    return runs
+
+
+def effective_status(run: Any) -> str:
+    """RUNNING only while the process that runs it lives (on this host); KILLED after."""
+    if run.status != "RUNNING" or run.host != socket.gethostname():
+        return run.status
+    try:
+        os.kill(int(run.pid), 0)
+    except ProcessLookupError:
+        return "KILLED"
+    except PermissionError:
+        pass
+    return "RUNNING"
+
+
+def read_sla_misses(path: Path | None = None) -> pd.DataFrame:
+    with connect(path) as con:
+        misses = pd.read_sql_query("SELECT * FROM sla_misses ORDER BY deadline", con)
+    for column in ("deadline", "detected"):
+        misses[column] = pd.to_datetime(misses[column], utc=True, format="ISO8601")
+    return misses
