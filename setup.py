@@ -19,6 +19,9 @@ setup(
         "pystdf>=1.4,<2",
         "stdf-convert>=0.3,<0.4",
         "tqdm>=4.66",
+        "tenacity>=8.2",
+        "sqlalchemy>=2.0",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1", "aiosmtpd>=1.4"],
