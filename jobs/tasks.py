@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import luigi
 
 from . import __version__, history  # noqa: F401 - history registers the run-history handlers
+from .backoff import check_settled, with_retries
 from .config import paths, stdf, version_tag
 from .stdf import convert_stdf, replace_dir
 from .stdf.source import StdfReadError, stored_stream_size
@@ -204,6 +205,10 @@ class ConvertFile(luigi.Task):
     def run(self) -> None:
         settings = stdf()
         engine = self.engine or settings.engine
+        # A file still being written is waited for (with backoff), and hashed again once settled:
+        # the output folder is named by the content that is converted.
+        source = Path(self.path)
+        with_retries(f"waiting for {source}", lambda: check_settled(source), self.set_status_message)
         outdir = Path(self.output().path).parent
         lineage = {
             "task": self.task_family,
@@ -211,8 +216,9 @@ class ConvertFile(luigi.Task):
             "version_tag": version_tag("convert"),
             "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        self.set_status_message(f"converting {Path(self.path).name} with the {engine} engine")
-        try:
+
+        def convert() -> None:
+            self.set_status_message(f"converting {Path(self.path).name} with the {engine} engine")
             convert_stdf(
                 self.path,
                 outdir,
@@ -223,11 +229,14 @@ class ConvertFile(luigi.Task):
                 sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
                 lineage={"status": "ok", **lineage},
             )
+
+        try:
+            # A share that does not answer is asked again, with backoff.
+            with_retries(f"converting {self.path}", convert, on_retry=self.set_status_message)
         except StdfReadError as error:
             # Bad bytes stay bad: the verdict is this content's conversion, so the file is
             # judged once and every workflow sees the same reason (and quarantines the file).
             with staged_folder(outdir) as work:
-                source = Path(self.path)
                 write_json(
                     work / "manifest.json",
                     {
@@ -279,5 +288,10 @@ def still_landed(files: list[Path], targets: list[luigi.LocalTarget]) -> list[tu
 
 
 def landed_files(fab_day: Path) -> list[Path]:
-    """The STDF files of one landing folder, in name order (markers and temporaries excluded)."""
-    return sorted(p for p in fab_day.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    """The STDF files of one landing folder, in name order (markers and temporaries excluded).
+    A landing share that does not answer is asked again, with backoff."""
+
+    def listing() -> list[Path]:
+        return sorted(p for p in fab_day.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+
+    return with_retries(f"listing {fab_day}", listing)

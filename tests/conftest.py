@@ -7,9 +7,14 @@ import gzip
 from collections.abc import Iterator
 from pathlib import Path
 
+import luigi.configuration
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tests write STDF files just before converting them, whole: no waiting for them to settle
+# (tests/test_backoff.py sets [backoff] settle_seconds itself).
+luigi.configuration.get_config().set("backoff", "settle_seconds", "0")
 SHARED_STDF = REPO.parent / "shared" / "stdf"
 
 

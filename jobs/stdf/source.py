@@ -8,6 +8,7 @@ zip), which byte order the file uses, and, when a parse fails, where exactly rea
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import struct
 import threading
@@ -18,6 +19,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 FAR_TYPE = (0, 10)
+# OSErrors of a storage share that is down or busy: worth another try, never a verdict on a file.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ETIMEDOUT, errno.EIO, errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH,
+        errno.ENETUNREACH, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EAGAIN,
+        errno.EBUSY, errno.EINTR,
+    }
+)  # fmt: skip
 CPU_TYPE_BYTE_ORDER = {1: ">", 2: "<"}  # STDF V4: 1 = Sun (big-endian), 2 = PC (little-endian)
 
 
@@ -30,6 +39,11 @@ class StdfReadError(Exception):
         self.reason = message
         where = f" (reading stopped at byte {offset})" if offset is not None else ""
         super().__init__(f"{self.path}: {message}{where}")
+
+
+def share_failure(exc: BaseException) -> bool:
+    """Whether an error while reading is the storage's (retry) rather than the file's (verdict)."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 def compression_of(path: str | Path) -> str:
@@ -87,6 +101,8 @@ def sniff_byte_order(path: str | Path) -> ByteOrder:
         with open_stream(path) as stream:
             head = stream.read(6)
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        if share_failure(exc):
+            raise
         raise StdfReadError(path, f"cannot decompress: {exc}", 0) from None
     if len(head) == 0:
         raise StdfReadError(path, "empty file", 0)
@@ -149,6 +165,8 @@ def walk_records(path: str | Path, order: str, chunk: int = 1 << 20) -> Walk:
             f"truncated: the compressed stream ends at byte {base + len(buf)}",
         )
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        if share_failure(exc):
+            raise
         # the stream broke inside the chunk after `base + len(buf)`
         return Walk(records, base + len(buf), base + len(buf), f"decompression failed: {exc}")
     stream_end = base + len(buf)
