@@ -84,8 +84,8 @@ def _claim(key: str, now: dt.datetime) -> bool:
 
 def _send(record: dict[str, Any]) -> None:
     settings = alerts()
-    if SEVERITIES.index(record["severity"]) >= SEVERITIES.index(settings.email_severity):
-        email = luigi.notifications.email()
+    email = luigi.notifications.email()
+    if email.receiver and SEVERITIES.index(record["severity"]) >= SEVERITIES.index(settings.email_severity):
         subject = f"[{record['severity']}] {record['workflow']}: {record['message']}"[:200]
         body = json.dumps(record, indent=2, default=str)
         luigi.notifications.send_email(subject, body, email.sender, (email.receiver,))
