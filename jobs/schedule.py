@@ -1,0 +1,261 @@
+"""The schedules: what cron or systemd starts, and the command that installs them.
+
+    python -m jobs.schedule run wafer-yield|fab-merge|quality-monitor [--now ISO] [--local-scheduler]
+    python -m jobs.schedule install|uninstall --cron|--systemd [--dry-run]
+    python -m jobs.schedule show --cron|--systemd
+
+A scheduled run is a Range over the last `[schedule]` days/hours up to the period that just
+ended, so a missed run (machine down, luigid down) is caught up by the next one, and a complete
+period costs one completeness check. Each run checks the SLAs (`jobs/sla.py`) before it starts
+and after it ends, and exits with luigi's exit code (`[retcode]`): cron mails it, systemd
+records it. The crontab and the systemd units live in `scripts/schedules/`; `@REPO@`,
+`@ROOT@` and `@LOGS@` in them are filled in at install time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import luigi
+import luigi.configuration
+
+from . import sla
+from .config import paths
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "scripts" / "schedules"
+CRON_BEGIN, CRON_END = "# >>> stdf-jobs schedules >>>", "# <<< stdf-jobs schedules <<<"
+EXIT_SCHEDULER_DOWN = 35  # [retcode] scheduling_error
+
+
+class schedule(luigi.Config):  # noqa: N801 - the luigi.cfg section
+    wafer_yield_days = luigi.IntParameter(default=14, description="days each nightly run looks back")
+    fab_merge_hours = luigi.IntParameter(default=48, description="hours each hourly run looks back")
+    quality_monitor_hours = luigi.IntParameter(default=6, description="hours each monitor run looks back")
+    workers = luigi.IntParameter(default=2, description="luigi workers of a scheduled run")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    module: str
+    range_args: tuple[str, ...]  # the Range tool, its --of and its own options
+    period: dt.timedelta
+    extra: tuple[str, ...] = ()
+
+    def window(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """[start, stop) of the periods a run at `now` covers: up to the last one that ended."""
+        settings = schedule()
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        stop = epoch + ((now - epoch) // self.period) * self.period
+        back = {
+            "wafer-yield": dt.timedelta(days=settings.wafer_yield_days),
+            "fab-merge": dt.timedelta(hours=settings.fab_merge_hours),
+            "quality-monitor": dt.timedelta(hours=settings.quality_monitor_hours),
+        }[self.name]
+        return stop - back, stop
+
+    def command(self, now: dt.datetime) -> list[str]:
+        """The luigi command line of a run at `now` (UTC)."""
+        start, stop = self.window(now)
+        fmt = {"RangeDaily": "%Y-%m-%d", "RangeHourly": "%Y-%m-%dT%H", "RangeByMinutes": "%Y-%m-%dT%H%M"}
+        form = fmt[self.range_args[0]]
+        return [
+            sys.executable, "-m", "luigi", "--module", self.module, *self.range_args,
+            "--start", f"{start:{form}}", "--stop", f"{stop:{form}}", "--now", str(int(now.timestamp())),
+            "--workers", str(schedule().workers), *self.extra,
+        ]  # fmt: skip
+
+
+SCHEDULES = {
+    s.name: s
+    for s in (
+        Schedule(
+            "wafer-yield", "jobs.wafer_yield", ("RangeDaily", "--of", "WaferYieldDaily"), dt.timedelta(days=1)
+        ),
+        Schedule(
+            "fab-merge",
+            "jobs.fab_merge",
+            ("RangeHourly", "--of", "FabMergeHourly"),
+            dt.timedelta(hours=1),
+            # wait for fabs that have not delivered yet, re-checking every 5 minutes, until
+            # [merge] deadline_hours lets the hour go on without them
+            ("--worker-keep-alive", "--worker-retry-external-tasks", "--scheduler-retry-delay", "300"),
+        ),
+        Schedule(
+            "quality-monitor",
+            "jobs.quality_monitor",
+            ("RangeByMinutes", "--of", "QualityMonitor", "--minutes-interval", "15"),
+            dt.timedelta(minutes=15),
+        ),
+    )
+}
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def scheduler_url() -> str:
+    core = luigi.configuration.get_config()
+    host = core.get("core", "default_scheduler_host", "127.0.0.1")
+    port = core.get("core", "default_scheduler_port", "8082")
+    return f"http://{host}:{port}"
+
+
+def scheduler_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/task_list?data=%7B%7D", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: list[str]) -> int:
+    """One scheduled run: SLA check, the Range command, SLA check; luigi's exit code. `now`
+    replays a run as of that time (default: the clock)."""
+    started = now or dt.datetime.now(dt.UTC)
+    command = SCHEDULES[name].command(started)
+    if local_scheduler:
+        command.append("--local-scheduler")
+    elif not scheduler_answers(url := scheduler_url()):
+        print(f"schedule {name}: luigid is not answering at {url} (scripts/luigid start)", file=sys.stderr)
+        return EXIT_SCHEDULER_DOWN
+    report_misses(started)
+    print(" ".join(command[1:] + luigi_args), flush=True)
+    code = subprocess.call([*command, *luigi_args], cwd=REPO)
+    report_misses(now or dt.datetime.now(dt.UTC))
+    return code
+
+
+def report_misses(now: dt.datetime) -> None:
+    for miss in sla.check(now):
+        print(f"SLA missed: {miss}", flush=True)
+
+
+# --- install ----------------------------------------------------------------------------------
+
+
+def render(text: str) -> str:
+    root = paths().root_path()
+    for placeholder, value in (("@REPO@", REPO), ("@LOGS@", root / "logs"), ("@ROOT@", root)):
+        text = text.replace(placeholder, str(value))
+    return text
+
+
+def crontab_text() -> str:
+    return render((TEMPLATES / "crontab").read_text())
+
+
+def systemd_units() -> dict[str, str]:
+    return {p.name: render(p.read_text()) for p in sorted((TEMPLATES / "systemd").iterdir())}
+
+
+def merged_crontab(current: str, block: str | None) -> str:
+    """The user's crontab with our block replaced (or removed when `block` is None)."""
+    lines, inside = [], False
+    for line in current.splitlines():
+        if line.strip() == CRON_BEGIN:
+            inside = True
+        elif line.strip() == CRON_END:
+            inside = False
+        elif not inside:
+            lines.append(line)
+    if block is not None:
+        lines += [CRON_BEGIN, block.rstrip("\n"), CRON_END]
+    return "\n".join(lines).strip("\n") + "\n" if lines else ""
+
+
+def install_cron(remove: bool, dry_run: bool) -> int:
+    if shutil.which("crontab") is None:
+        print("schedule: no crontab command here (install cron, or use --systemd)", file=sys.stderr)
+        return 1
+    listing = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    current = listing.stdout if listing.returncode == 0 else ""  # "no crontab for user": empty
+    new = merged_crontab(current, None if remove else crontab_text())
+    if dry_run:
+        print(new, end="")
+        return 0
+    (paths().root_path() / "logs").mkdir(parents=True, exist_ok=True)
+    subprocess.run(["crontab", "-"], input=new, text=True, check=True)
+    print(f"crontab {'without' if remove else 'with'} the stdf-jobs schedules (crontab -l shows it)")
+    return 0
+
+
+def install_systemd(remove: bool, dry_run: bool) -> int:
+    user = os.geteuid() != 0
+    folder = Path.home() / ".config/systemd/user" if user else Path("/etc/systemd/system")
+    systemctl = ["systemctl", "--user"] if user else ["systemctl"]
+    units = systemd_units()
+    timers = [name for name in units if name.endswith(".timer")]
+    steps: list[list[str]] = []
+    if remove:
+        steps.append([*systemctl, "disable", "--now", *timers, "stdf-luigid.service"])
+    else:
+        steps.append([*systemctl, "daemon-reload"])
+        steps.append([*systemctl, "enable", "--now", "stdf-luigid.service", *timers])
+    if dry_run:
+        for name in units:
+            print(f"{'remove' if remove else 'write'} {folder / name}")
+        for step in steps:
+            print(" ".join(step))
+        return 0
+    if shutil.which("systemctl") is None:
+        print("schedule: no systemctl here (no systemd; use --cron)", file=sys.stderr)
+        return 1
+    folder.mkdir(parents=True, exist_ok=True)
+    (paths().root_path() / "logs").mkdir(parents=True, exist_ok=True)
+    if not remove:
+        for name, text in units.items():
+            (folder / name).write_text(text)
+    for step in steps:
+        subprocess.run(step, check=True)
+    if remove:
+        for name in units:
+            (folder / name).unlink(missing_ok=True)
+    print(f"systemd units {'removed from' if remove else 'installed in'} {folder}")
+    return 0
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def parse_now(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/schedule", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="action", required=True)
+    run_parser = commands.add_parser("run", help="one scheduled run (what cron/systemd start)")
+    run_parser.add_argument("workflow", choices=sorted(SCHEDULES))
+    run_parser.add_argument("--now", type=parse_now, help="as of this UTC time (ISO): redo a night")
+    run_parser.add_argument("--local-scheduler", action="store_true", help="without luigid")
+    run_parser.add_argument("luigi_args", nargs="*", help="after --: more luigi options, e.g. -- --workers 4")
+    for action in ("install", "uninstall", "show"):
+        sub = commands.add_parser(action, help=f"{action} the crontab or the systemd units")
+        kind = sub.add_mutually_exclusive_group(required=True)
+        kind.add_argument("--cron", action="store_true")
+        kind.add_argument("--systemd", action="store_true")
+        if action != "show":
+            sub.add_argument("--dry-run", action="store_true", help="print what would change")
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        return run(args.workflow, args.now, args.local_scheduler, args.luigi_args)
+    if args.action == "show":
+        print(crontab_text() if args.cron else "\n".join(f"# {n}\n{t}" for n, t in systemd_units().items()))
+        return 0
+    install = install_cron if args.cron else install_systemd
+    return install(remove=args.action == "uninstall", dry_run=args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
