@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished TEXT,
     status TEXT NOT NULL,       -- RUNNING, DONE, FAILED
     seconds REAL,
-    rows INTEGER,               -- rows written (from the stage's manifest)
+    rows INTEGER,               -- rows written: the dies, where the manifest counts them
     bytes INTEGER,              -- bytes read (the manifest's inputs)
     facts TEXT,                 -- JSON: the manifest's status, decision, AUCs, fab
     error TEXT
@@ -150,8 +150,8 @@ def manifest_figures(task: luigi.Task) -> tuple[int | None, int | None, dict[str
     except (OSError, ValueError):
         return None, None, {}
     rows = manifest.get("rows")
-    if isinstance(rows, dict):
-        rows = sum(v for v in rows.values() if isinstance(v, int))
+    if isinstance(rows, dict):  # the dies when counted (the other entries are per fab or per die)
+        rows = rows["dies"] if "dies" in rows else sum(v for v in rows.values() if isinstance(v, int))
     nbytes = sum(i.get("bytes", 0) for i in manifest.get("inputs", []) if isinstance(i, dict))
     facts = {k: manifest[k] for k in ("status", "decision", "fab") if isinstance(manifest.get(k), str)}
     for model in ("candidate", "champion"):

@@ -1,0 +1,783 @@
+"""The operations dashboard: `scripts/dashboard [--days N] [--out DIR] [--root DIR]`.
+
+Reads the run history (`{root}/history/runs.sqlite`: task runs and SLA misses) and the alerts
+(`{root}/alerts/alerts.jsonl`) of the last N days and writes one PNG per chart and one
+self-contained `index.html` (the PNGs inline as data URIs, no external CSS or JS) to
+`{root}/dashboard/`.
+
+The figures are plain functions on DataFrames (no Luigi), the charts plain functions from those
+figures to matplotlib Figures. Figures are drawn through `matplotlib.figure.Figure`, never pyplot:
+they render with Agg straight to PNG, need no display, and importing this module does not change
+the process's matplotlib backend or keep figures alive in pyplot's global registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from .alerts import SEVERITIES, alerts_file, read_alerts
+from .config import paths
+from .history import history_file, read_runs, read_sla_misses
+
+STATUSES = ("DONE", "FAILED", "KILLED", "RUNNING")
+ENDED = ("DONE", "FAILED", "KILLED")
+STATUS_COLORS = {"DONE": "#2ca02c", "FAILED": "#d62728", "KILLED": "#8c564b", "RUNNING": "#1f77b4"}
+SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "error": "#d62728", "critical": "#7b0000"}
+SHARED = "(shared)"  # the workflow label of tasks every workflow uses (ConvertFile)
+
+
+class Summary(NamedTuple):
+    """A workflow's summary task family and the time its run may take (jobs/sla.py)."""
+
+    family: str
+    budget: dt.timedelta
+
+
+def sla_budgets() -> dict[str, Summary]:
+    from .sla import services  # imports the workflows' settings; only needed when rendering
+
+    return {name: Summary(s.family, s.budget()) for name, s in services().items()}
+
+
+# --- the figures: plain functions on DataFrames ------------------------------------------------
+
+
+def _json_column(values: pd.Series) -> list[dict[str, Any]]:
+    """The dicts of a JSON text column (NULL, e.g. of a run still running: an empty dict)."""
+    return [json.loads(v) if isinstance(v, str) and v else {} for v in values]
+
+
+def _utc_naive(values: pd.Series) -> pd.Series:
+    """UTC timestamps without their zone: matplotlib's date axes and day grouping want them plain."""
+    values = pd.to_datetime(values, utc=True)
+    return values.dt.tz_convert(None)
+
+
+def _days(values: pd.Series) -> pd.Series:
+    return _utc_naive(values).dt.normalize()
+
+
+def daily_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per UTC day of `started`: task runs by effective status, `runs`, and `success_rate`, the
+    share of the runs that ended (done, failed, killed) that were done; a day with nothing
+    ended yet has no rate (NaN) rather than 0."""
+    columns = [*STATUSES, "runs", "success_rate"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns, index=pd.DatetimeIndex([], name="day"), dtype=float)
+    counts = pd.crosstab(_days(runs["started"]).rename("day"), runs["effective_status"])
+    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+    counts["runs"] = counts[list(STATUSES)].sum(axis=1)
+    ended = counts[list(ENDED)].sum(axis=1)
+    counts["success_rate"] = (counts["DONE"] / ended.where(ended > 0)).astype(float)
+    counts.columns.name = None
+    return counts[columns]
+
+
+def workflow_durations(runs: pd.DataFrame, budgets: Mapping[str, Summary] | None = None) -> pd.DataFrame:
+    """One row per finished summary run (WaferYieldDaily, FabMergeHourly, QualityMonitor): the
+    wall time from the first task start of its invocation (one luigi command) to the summary's
+    finish, against the workflow's SLA budget. A backfill's later periods therefore include the
+    earlier ones' work: that is how long the command took to deliver them."""
+    budgets = sla_budgets() if budgets is None else budgets
+    columns = ["workflow", "period", "invocation", "status", "started", "finished", "minutes"]
+    columns += ["budget_minutes", "over"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    first_start = runs.groupby("invocation")["started"].min()
+    frames = []
+    for workflow, summary in budgets.items():
+        done = runs[(runs["family"] == summary.family) & runs["finished"].notna()]
+        if done.empty:
+            continue
+        started = done["invocation"].map(first_start)
+        frame = pd.DataFrame(
+            {
+                "workflow": workflow,
+                "period": [", ".join(map(str, p.values())) for p in _json_column(done["params"])],
+                "invocation": done["invocation"],
+                "status": done["effective_status"],
+                "started": _utc_naive(started),
+                "finished": _utc_naive(done["finished"]),
+                "minutes": (done["finished"] - started).dt.total_seconds() / 60,
+                "budget_minutes": summary.budget.total_seconds() / 60,
+            }
+        )
+        frame["over"] = frame["minutes"] > frame["budget_minutes"]
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).sort_values(["workflow", "finished"], ignore_index=True)
+
+
+def _workflow_labels(runs: pd.DataFrame) -> pd.Series:
+    return runs["workflow"].fillna("").replace("", SHARED)
+
+
+def outcomes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Task runs per workflow (rows) and effective status (columns)."""
+    if runs.empty:
+        return pd.DataFrame(columns=list(STATUSES), dtype=int)
+    counts = pd.crosstab(_workflow_labels(runs).rename("workflow"), runs["effective_status"])
+    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+    counts.columns.name = None
+    return counts
+
+
+def _short(text: str) -> str:
+    """A decision without its trailing figures, so days group: 'skipped: insufficient data
+    (0 labelled days < 2)' -> 'skipped: insufficient data'."""
+    return re.sub(r"\s*\([^()]*\)\s*$", "", text)
+
+
+def decisions(runs: pd.DataFrame) -> pd.DataFrame:
+    """What the done runs decided or reported (their manifests' `decision`, else `status`):
+    columns family, outcome, runs; most frequent first."""
+    columns = ["family", "outcome", "runs"]
+    done = runs[runs["effective_status"] == "DONE"]
+    rows = [
+        (family, _short(str(facts.get("decision") or facts["status"])))
+        for family, facts in zip(done["family"], _json_column(done["facts"]), strict=True)
+        if facts.get("decision") or facts.get("status")
+    ]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    counts = pd.DataFrame(rows, columns=columns[:2]).value_counts().rename("runs").reset_index()
+    return counts.sort_values(["runs", "family", "outcome"], ascending=[False, True, True], ignore_index=True)
+
+
+def sla_violations(misses: pd.DataFrame) -> pd.DataFrame:
+    """SLA misses per UTC day of their deadline (rows) and workflow (columns)."""
+    if misses.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="day"), dtype=int)
+    counts = pd.crosstab(_days(misses["deadline"]).rename("day"), misses["workflow"])
+    counts.columns.name = None
+    return counts
+
+
+def stage_durations(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seconds of the done runs per task family: runs, min, median, p90, max; slowest median first."""
+    columns = ["runs", "min", "median", "p90", "max"]
+    done = runs[(runs["effective_status"] == "DONE") & runs["seconds"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="family"))
+    seconds = done.groupby("family")["seconds"]
+    table = pd.DataFrame(
+        {
+            "runs": seconds.size(),
+            "min": seconds.min(),
+            "median": seconds.median(),
+            "p90": seconds.quantile(0.9),
+            "max": seconds.max(),
+        }
+    )
+    return table.sort_values("median", ascending=False)
+
+
+def data_volume(runs: pd.DataFrame) -> pd.DataFrame:
+    """The STDF landed per fab and partition date, from the done IngestFab runs: columns date,
+    fab, mb (the bytes of the files read, 10^6 bytes to a MB), rows (rows written), status. A
+    day ingested again (a late fab reopening it, a version bump) counts once: its latest run."""
+    columns = ["date", "fab", "mb", "rows", "status"]
+    ingests = runs[(runs["family"] == "IngestFab") & (runs["effective_status"] == "DONE")]
+    if ingests.empty:
+        return pd.DataFrame(columns=columns)
+    params = _json_column(ingests["params"])
+    table = pd.DataFrame(
+        {
+            "date": pd.to_datetime([p["date"] for p in params]),
+            "fab": [p["fab"] for p in params],
+            "mb": ingests["bytes"].fillna(0).to_numpy() / 1e6,
+            "rows": ingests["rows"].fillna(0).astype(int).to_numpy(),
+            "status": [f.get("status", "") for f in _json_column(ingests["facts"])],
+            "finished": ingests["finished"].to_numpy(),
+        }
+    )
+    table = table.sort_values("finished").drop_duplicates(["date", "fab"], keep="last")
+    return table.sort_values(["date", "fab"], ignore_index=True)[columns]
+
+
+def model_auc(runs: pd.DataFrame) -> pd.DataFrame:
+    """Holdout AUC of the candidate and of the champion per `date` (the Validate runs; latest run
+    of a date), and whether that day's Deploy deployed the candidate."""
+    columns = ["date", "candidate_auc", "champion_auc", "deployed"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    done = runs[runs["effective_status"] == "DONE"].sort_values("finished")
+    per_date: dict[str, dict[str, Any]] = {}
+    for family, params, facts in zip(done["family"], done["params"], done["facts"], strict=True):
+        date, fact = json.loads(params).get("date"), json.loads(facts or "{}")
+        if family == "Validate" and fact.get("candidate_auc") is not None:
+            entry = per_date.setdefault(date, {"deployed": False})
+            entry.update(candidate_auc=fact["candidate_auc"], champion_auc=fact.get("champion_auc", np.nan))
+        elif family == "Deploy" and date in per_date:
+            per_date[date]["deployed"] = fact.get("decision") == "deployed"
+    if not per_date:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame([{"date": pd.Timestamp(d), **v} for d, v in per_date.items()])
+    return table.sort_values("date", ignore_index=True)[columns]
+
+
+def alerts_frame(alerts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The alerts as a table (time as UTC), oldest first."""
+    columns = ["time", "workflow", "task", "severity", "message", "key", "sent"]
+    table = pd.DataFrame(list(alerts), columns=columns)
+    table["time"] = _utc_naive(table["time"]) if len(table) else pd.to_datetime(table["time"])
+    return table.sort_values("time", ignore_index=True)
+
+
+def alerts_per_day(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Alerts per UTC day (rows) and severity (columns, in order of severity)."""
+    if alerts.empty:
+        return pd.DataFrame(columns=list(SEVERITIES), index=pd.DatetimeIndex([], name="day"), dtype=int)
+    counts = pd.crosstab(_days(alerts["time"]).rename("day"), alerts["severity"])
+    counts = counts.reindex(columns=list(SEVERITIES), fill_value=0)
+    counts.columns.name = None
+    return counts
+
+
+def totals(runs: pd.DataFrame, misses: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
+    """The headline numbers of the page."""
+    status = runs["effective_status"].value_counts() if len(runs) else pd.Series(dtype=int)
+    ended = int(sum(status.get(s, 0) for s in ENDED))
+    return {
+        "task runs": len(runs),
+        "luigi commands": runs["invocation"].nunique() if len(runs) else 0,
+        **{s.lower(): int(status.get(s, 0)) for s in STATUSES},
+        "success rate": f"{status.get('DONE', 0) / ended:.1%}" if ended else "–",
+        "SLA misses": len(misses),
+        "alerts": len(alerts),
+        "MB landed": f"{data_volume(runs)['mb'].sum():.1f}",
+        "first run": _when(runs["started"].min()) if len(runs) else "–",
+        "last run": _when(runs["started"].max()) if len(runs) else "–",
+    }
+
+
+def _when(value: Any) -> str:
+    return "" if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+
+
+# --- the charts: figures -> matplotlib Figures ---------------------------------------------------
+
+Window = tuple[pd.Timestamp, pd.Timestamp]  # the days a per-day chart spans (UTC, no zone)
+
+
+def _figure(title: str, rows: int = 1, cols: int = 1, height: float = 4.5) -> tuple[Figure, Any]:
+    figure = Figure(figsize=(11, height), layout="constrained")
+    figure.suptitle(title, fontsize=14, fontweight="bold")
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def _no_data(ax: Axes, message: str) -> None:
+    """An empty input draws a chart that says so, rather than an empty frame or an exception."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, color="#666", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend(
+    ax: Axes, handles: list[Any] | None = None, labels: list[str] | None = None, **kwargs: Any
+) -> None:
+    """Beside the plot, never over the data (constrained layout makes room for it)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, **kwargs)
+
+
+def _day_axis(ax: Axes, days: Sequence[pd.Timestamp], window: Window | None = None) -> None:
+    """Whole days on x, a label a day (fewer for long spans), half a day of room either side. A
+    `window` makes the axis span it, so quiet days show as gaps and the charts line up."""
+    edges = [pd.Timestamp(d) for d in (*days, *(window or ()))]
+    first, last = min(edges).normalize(), max(edges).normalize()
+    span = (last - first).days + 1
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, round(span / 12))))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+    ax.set_xlim(first - pd.Timedelta(hours=18), last + pd.Timedelta(hours=18))
+
+
+def _stacked_days(ax: Axes, table: pd.DataFrame, colors: Mapping[str, str]) -> None:
+    """Stacked bars a day, one segment per column of `table` that has any count."""
+    bottom = np.zeros(len(table))
+    for column, color in colors.items():
+        counts = table[column].to_numpy(dtype=float)
+        if counts.any():
+            ax.bar(table.index, counts, bottom=bottom, width=0.8, color=color, label=column)
+        bottom += counts
+    if len(table) <= 31:  # the day's total on top, while there is room for it
+        for day, total in zip(table.index, bottom, strict=True):
+            ax.annotate(
+                f"{total:g}", (day, total), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8
+            )
+    ax.set_ylim(0, max(bottom.max(), 1) * 1.15)  # room for the totals above the highest bar
+    ax.yaxis.get_major_locator().set_params(integer=True)
+
+
+def _grouped_days(ax: Axes, table: pd.DataFrame, labels: bool = False) -> None:
+    """Side-by-side bars a day, one per column of `table` (fabs, workflows), in fixed colours."""
+    width = 0.8 / len(table.columns)
+    for i, column in enumerate(table.columns):
+        offset = pd.to_timedelta((i - (len(table.columns) - 1) / 2) * width, unit="D")
+        bars = ax.bar(table.index + offset, table[column], width=width, label=column, color=_color(column))
+        if labels and len(table) <= 14:
+            ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=1)
+
+
+def _color(name: str) -> str:
+    """The same colour for a fab or workflow in every chart (and run), whatever else is drawn."""
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#bcbd22", "#e377c2", "#7f7f7f"]
+    fixed = {"fab1": 0, "fab2": 1, "fab3": 2, "wafer_yield": 0, "fab_merge": 1, "quality_monitor": 2}
+    index = fixed.get(name, sum(name.encode()) % len(palette))
+    return palette[index]
+
+
+def plot_runs_per_day(daily: pd.DataFrame, window: Window | None = None) -> Figure:
+    figure, axes = _figure("Task runs and success rate per day")
+    ax = axes[0][0]
+    if daily.empty:
+        _no_data(ax, "no task runs recorded in this window")
+        return figure
+    _stacked_days(ax, daily, STATUS_COLORS)
+    ax.set_ylabel("task runs")
+    ax.set_xlabel("day (UTC, of the run's start)")
+    _day_axis(ax, daily.index, window)
+    rate = ax.twinx()
+    rate.plot(daily.index, 100 * daily["success_rate"], "o-", color="black", label="success rate")
+    rate.set_ylim(0, 105)
+    rate.set_ylabel("success rate (% of ended runs)")
+    bars, more = ax.get_legend_handles_labels(), rate.get_legend_handles_labels()
+    rate.legend(bars[0] + more[0], bars[1] + more[1], loc="upper left", bbox_to_anchor=(1.08, 1), fontsize=9)
+    return figure
+
+
+def plot_durations_vs_sla(durations: pd.DataFrame, budgets: Mapping[str, Summary]) -> Figure:
+    figure, axes = _figure(
+        "Workflow duration against the SLA (first task start of the command to the summary's finish)",
+        rows=len(budgets),
+        height=2.6 * len(budgets) + 1,
+    )
+    for ax, (workflow, summary) in zip(axes[:, 0], budgets.items(), strict=True):
+        ax.set_title(f"{workflow} ({summary.family})", fontsize=11, loc="left")
+        runs = durations[durations["workflow"] == workflow]
+        if runs.empty:
+            _no_data(ax, f"no finished {summary.family} runs in this window")
+        else:
+            _durations(ax, runs, summary.budget.total_seconds() / 60)
+    axes[-1][0].set_xlabel("finished (UTC)")
+    return figure
+
+
+def _durations(ax: Axes, runs: pd.DataFrame, budget: float) -> None:
+    """One workflow's summary runs against its budget (minutes), the ones over it marked."""
+    ok, over = runs[~runs["over"]], runs[runs["over"]]
+    ax.scatter(ok["finished"], ok["minutes"], color=STATUS_COLORS["DONE"], label="within the SLA")
+    if len(over):
+        label = f"over the SLA ({len(over)})"
+        ax.scatter(
+            over["finished"], over["minutes"], color=STATUS_COLORS["FAILED"], marker="X", s=80, label=label
+        )
+    ax.axhline(budget, color=STATUS_COLORS["FAILED"], linestyle="--", label=f"SLA budget {budget:g} min")
+    if len(runs) <= 12:  # few enough to name: which period each point delivered
+        for when, minutes, period in zip(runs["finished"], runs["minutes"], runs["period"], strict=True):
+            ax.annotate(
+                period, (when, minutes), xytext=(0, 6), textcoords="offset points", fontsize=7, ha="center"
+            )
+    longest = runs["minutes"].max()
+    summary = f"{len(runs)} runs, longest {longest:.3g} min ({longest / budget:.0%} of the budget)"
+    ax.set_title(f"{summary}, {int(runs['over'].sum())} over", fontsize=9, loc="right")
+    top = max(budget, longest) * 1.15
+    ax.set_ylim(-0.03 * top, top)  # a point at ~0 minutes is drawn whole
+    ax.set_ylabel("minutes")
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    _legend(ax)
+
+
+def plot_outcomes(by_workflow: pd.DataFrame, outcome_counts: pd.DataFrame) -> Figure:
+    figure, axes = _figure("Outcomes", cols=2, height=max(4.5, 0.3 * len(outcome_counts.head(25)) + 1.5))
+    left, right = axes[0]
+    left.set_title("task runs by workflow and status", fontsize=11, loc="left")
+    if by_workflow.empty:
+        _no_data(left, "no task runs")
+    else:
+        _outcome_bars(left, by_workflow)
+    right.set_title("decisions and statuses of the done runs", fontsize=11, loc="left")
+    if outcome_counts.empty:
+        _no_data(right, "no decisions recorded")
+    else:
+        top = outcome_counts.head(25).iloc[::-1]
+        labels = [f"{f}: {o}" for f, o in zip(top["family"], top["outcome"], strict=True)]
+        bars = right.barh(labels, top["runs"], color="#4c72b0")
+        right.bar_label(bars, padding=2, fontsize=8)
+        right.set_xlabel("runs")
+        right.tick_params(axis="y", labelsize=8)
+        right.margins(x=0.12)
+    return figure
+
+
+def _outcome_bars(ax: Axes, by_workflow: pd.DataFrame) -> None:
+    """Stacked status bars a workflow, each labelled with its counts: a few failures among
+    thousands of runs are too thin to see."""
+    start = np.zeros(len(by_workflow))
+    for status, color in STATUS_COLORS.items():
+        counts = by_workflow[status].to_numpy(dtype=float)
+        if counts.any():
+            ax.barh(by_workflow.index, counts, left=start, color=color, label=status)
+        start += counts
+    for y, (_, row) in enumerate(by_workflow.iterrows()):
+        text = ", ".join(f"{row[s]} {s.lower()}" for s in STATUSES if row[s])
+        ax.annotate(text, (start[y], y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlabel("task runs")
+    ax.margins(x=0.45)
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=9, loc="lower right")
+
+
+def plot_sla_violations(violations: pd.DataFrame, window: Window | None = None) -> Figure:
+    figure, axes = _figure("SLA violations per day")
+    ax = axes[0][0]
+    if violations.empty:
+        _no_data(ax, "no SLA misses in this window")
+        return figure
+    _grouped_days(ax, violations)
+    ax.set_ylabel("periods that missed their deadline")
+    ax.set_xlabel("day of the deadline (UTC)")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    _day_axis(ax, violations.index, window)
+    _legend(ax, title="workflow")
+    return figure
+
+
+def plot_stage_durations(table: pd.DataFrame) -> Figure:
+    """`stage_durations` as ranges: min to max (thin), median to p90 (thick), the median (dot)."""
+    table = table.iloc[::-1]  # slowest on top
+    figure, axes = _figure(
+        "Seconds per run of each task family (done runs)", height=max(4.5, 0.42 * len(table) + 1.8)
+    )
+    ax = axes[0][0]
+    if table.empty:
+        _no_data(ax, "no finished task runs")
+        return figure
+    # Stages differ by orders of magnitude (a conversion in a second, a training in minutes): a
+    # log axis keeps all of them readable. A zero-second run is drawn at a millisecond.
+    low = table.clip(lower=1e-3)
+    y = np.arange(len(table))
+    ax.hlines(y, low["min"], low["max"], color="#999", linewidth=1.5, label="min to max")
+    ax.hlines(y, low["median"], low["p90"], color="#4c72b0", linewidth=9, label="median to 90th percentile")
+    ax.plot(low["median"], y, "o", color="black", markersize=5, label="median")
+    ax.set_yticks(y, table.index)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per run (log scale)")
+    for row, (runs, median, top) in enumerate(zip(table["runs"], table["median"], low["max"], strict=True)):
+        ax.annotate(f"n={runs}, median {median:.3g} s", (top, row), xytext=(8, 0),
+                    textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+    ax.margins(x=0.3, y=0.08)
+    _legend(ax)
+    return figure
+
+
+def plot_data_volume(volume: pd.DataFrame) -> Figure:
+    figure, axes = _figure("STDF landed per fab and day (IngestFab)")
+    ax = axes[0][0]
+    if volume.empty:
+        _no_data(ax, "no IngestFab runs in this window")
+        return figure
+    per_day = volume.pivot_table(index="date", columns="fab", values="mb", aggfunc="sum", fill_value=0)
+    _grouped_days(ax, per_day, labels=True)
+    offline = volume[volume["status"] == "offline"]
+    if len(offline):
+        names = ", ".join(f"{f} {d:%b %d}" for d, f in zip(offline["date"], offline["fab"], strict=True))
+        ax.set_title(f"offline: {names}"[:150], fontsize=9, loc="left", color=STATUS_COLORS["FAILED"])
+    ax.set_ylabel("MB of STDF read")
+    ax.set_xlabel("partition date (the day the data is for)")
+    _day_axis(ax, per_day.index)
+    _legend(ax, title="fab")
+    return figure
+
+
+def plot_model_auc(auc: pd.DataFrame) -> Figure:
+    figure, axes = _figure("Model AUC on the holdout day (Validate)")
+    ax = axes[0][0]
+    if auc.empty:
+        _no_data(ax, "no trained candidates in this window")
+        return figure
+    ax.plot(auc["date"], auc["candidate_auc"], "o-", label="candidate", color="#1f77b4")
+    if auc["champion_auc"].notna().any():
+        ax.plot(auc["date"], auc["champion_auc"], "s--", label="champion (production)", color="#7f7f7f")
+    deployed = auc[auc["deployed"].astype(bool)]
+    if len(deployed):
+        ax.scatter(deployed["date"], deployed["candidate_auc"], marker="*", s=220, color="#ff7f0e",
+                   zorder=3, label="deployed")  # fmt: skip
+    if len(auc) <= 14:
+        for day, value in zip(auc["date"], auc["candidate_auc"], strict=True):
+            ax.annotate(
+                f"{value:.3f}",
+                (day, value),
+                xytext=(0, 8),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
+    values = auc[["candidate_auc", "champion_auc"]].to_numpy(dtype=float)
+    low, high = np.nanmin(values), np.nanmax(values)
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05) + 0.005)
+    ax.set_ylabel("AUC")
+    ax.set_xlabel("date the model was trained for")
+    _day_axis(ax, auc["date"])
+    _legend(ax)
+    return figure
+
+
+def plot_alerts_per_day(per_day: pd.DataFrame, window: Window | None = None) -> Figure:
+    figure, axes = _figure("Alerts per day by severity")
+    ax = axes[0][0]
+    if per_day.empty:
+        _no_data(ax, "no alerts in this window")
+        return figure
+    _stacked_days(ax, per_day, SEVERITY_COLORS)
+    ax.set_ylabel("alerts")
+    ax.set_xlabel("day (UTC)")
+    _day_axis(ax, per_day.index, window)
+    _legend(ax, title="severity")
+    return figure
+
+
+# --- the page --------------------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """What the dashboard reads, for one window."""
+
+    runs: pd.DataFrame
+    misses: pd.DataFrame
+    alerts: pd.DataFrame
+    since: dt.datetime
+    until: dt.datetime
+
+    def window(self) -> Window:
+        return pd.Timestamp(self.since).tz_convert(None), pd.Timestamp(self.until).tz_convert(None)
+
+
+def load(root: Path, since: dt.datetime, until: dt.datetime) -> History:
+    """The runs, SLA misses and alerts under `root` since a time. A root without a history has no
+    runs: an in-memory database gives the empty tables with their real columns, without
+    creating a history file under the root."""
+    database = _under(root, history_file())
+    source = database if database.exists() else Path(":memory:")
+    runs = read_runs(source, since=since)
+    misses = read_sla_misses(source)
+    misses = misses[misses["deadline"] >= pd.Timestamp(since)]
+    alerts = alerts_frame(read_alerts(_under(root, alerts_file())))
+    alerts = alerts[alerts["time"] >= pd.Timestamp(since).tz_convert(None)]
+    return History(runs, misses.reset_index(drop=True), alerts.reset_index(drop=True), since, until)
+
+
+def _under(root: Path, configured: Path) -> Path:
+    """The file that lies at `configured` below the configured data root, below `root` instead."""
+    return root / configured.relative_to(paths().root_path())
+
+
+@dataclass
+class Chart:
+    name: str
+    caption: str
+    draw: Callable[[], Figure]
+
+
+def charts(history: History, budgets: Mapping[str, Summary]) -> list[Chart]:
+    runs = history.runs
+    return [
+        Chart(
+            "runs_per_day",
+            "Task runs per day by status, and the share of ended runs that succeeded",
+            lambda: plot_runs_per_day(daily_runs(runs), history.window()),
+        ),
+        Chart(
+            "duration_vs_sla",
+            "Each workflow's wall time per delivered period against its SLA budget",
+            lambda: plot_durations_vs_sla(workflow_durations(runs, budgets), budgets),
+        ),
+        Chart(
+            "outcomes",
+            "Runs per workflow and status; what the done runs decided",
+            lambda: plot_outcomes(outcomes(runs), decisions(runs)),
+        ),
+        Chart(
+            "sla_violations",
+            "Periods whose summary missed its deadline, per day",
+            lambda: plot_sla_violations(sla_violations(history.misses), history.window()),
+        ),
+        Chart(
+            "stage_durations",
+            "Run time of each task family",
+            lambda: plot_stage_durations(stage_durations(runs)),
+        ),
+        Chart(
+            "data_volume",
+            "MB of STDF read per fab and partition date",
+            lambda: plot_data_volume(data_volume(runs)),
+        ),
+        Chart(
+            "model_auc",
+            "Candidate and champion AUC on the holdout day, by date",
+            lambda: plot_model_auc(model_auc(runs)),
+        ),
+        Chart(
+            "alerts_per_day",
+            "Alerts per day by severity",
+            lambda: plot_alerts_per_day(alerts_per_day(history.alerts), history.window()),
+        ),
+    ]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return "" if np.isnan(value) else f"{value:.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        return _when(value)
+    return html.escape("" if value is None or value is pd.NaT else str(value))
+
+
+def html_table(table: pd.DataFrame, empty: str, index: bool = False) -> str:
+    if table.empty:
+        return f'<p class="empty">{html.escape(empty)}</p>'
+    if index:
+        table = table.reset_index()
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+        for row in table.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1150px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.8em; }
+.meta { color: #666; } .empty { color: #666; font-style: italic; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.error { font-family: monospace; white-space: pre-wrap; max-width: 60em; }
+figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def page(history: History, root: Path, days: int, images: Mapping[str, tuple[str, bytes]]) -> str:
+    """The self-contained HTML page: headline numbers, the charts inline, the recent trouble."""
+    runs = history.runs
+    numbers = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>"
+        for k, v in totals(runs, history.misses, history.alerts).items()
+    )
+    figures = "".join(
+        f'<figure id="{name}"><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode("ascii")}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        for name, (caption, png) in images.items()
+    )
+    failed = runs[runs["effective_status"].isin(["FAILED", "KILLED"])]
+    failures = failed.sort_values("started", ascending=False).head(20)
+    misses = history.misses.sort_values("deadline", ascending=False).head(20)
+    alerts = history.alerts.sort_values("time", ascending=False).head(30)
+    alerts = alerts[["time", "severity", "workflow", "task", "message", "sent"]]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>STDF jobs: operations dashboard</title><style>{STYLE}</style></head><body>
+<h1>STDF jobs: operations dashboard</h1>
+<p class="meta">data root {html.escape(str(root))}; the last {days} days (runs started since
+{_when(history.since)} UTC); made {_when(history.until)} UTC</p>
+<h2>Totals</h2><table>{numbers}</table>
+<h2>Charts</h2>{figures}
+<h2>Last failures</h2>{_failures_table(failures)}
+<h2>SLA misses</h2>{html_table(misses, "no SLA misses in this window")}
+<h2>Recent alerts</h2>{html_table(alerts, "no alerts in this window")}
+<h2>Stage durations (seconds, done runs)</h2>{html_table(stage_durations(runs), "no runs", index=True)}
+<h2>Data volume (IngestFab)</h2>{html_table(_volume_rows(runs), "no IngestFab runs in this window")}
+</body></html>
+"""
+
+
+def _volume_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    volume = data_volume(runs)
+    dates = pd.to_datetime(volume["date"]).dt.strftime("%Y-%m-%d")  # an empty table has no dtype
+    return volume.assign(date=dates).rename(columns={"mb": "MB"})
+
+
+def _failures_table(failures: pd.DataFrame) -> str:
+    """Like html_table, with the error text kept whole and in monospace."""
+    if failures.empty:
+        return '<p class="empty">no failed or killed runs in this window</p>'
+    rows = "".join(
+        f"<tr><td>{_cell(r.started)}</td><td>{_cell(r.effective_status)}</td><td>{_cell(r.task_id)}</td>"
+        f'<td>{_cell(r.host)}</td><td class="error">{_cell(r.error)}</td></tr>'
+        for r in failures.itertuples(index=False)
+    )
+    head = "<tr><th>started</th><th>status</th><th>task</th><th>host</th><th>error</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>"
+
+
+def render(
+    root: Path | None = None, days: int = 30, out: Path | None = None, now: dt.datetime | None = None
+) -> list[Path]:
+    """Write the charts (PNG) and `index.html` of the last `days` days to `out` (default
+    `{root}/dashboard`); return the files written, the page last."""
+    root = Path(root) if root is not None else paths().root_path()
+    out = Path(out) if out is not None else root / "dashboard"
+    now = now or dt.datetime.now(dt.UTC)
+    history = load(root, now - dt.timedelta(days=days), now)
+    out.mkdir(parents=True, exist_ok=True)
+    written, images = [], {}
+    # A long history takes a few seconds to draw: a bar then, on a terminal only.
+    for chart in tqdm(charts(history, sla_budgets()), desc="dashboard", unit="chart", delay=3, disable=None):
+        figure = chart.draw()
+        path = out / f"{chart.name}.png"
+        figure.savefig(path, dpi=100)
+        images[chart.name] = (chart.caption, path.read_bytes())
+        written.append(path)
+    index = out / "index.html"
+    index.write_text(page(history, root, days, images), encoding="utf-8")
+    return [*written, index]
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/dashboard", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--days", type=_positive, default=30, help="the last N days of runs (default 30)")
+    parser.add_argument("--out", type=Path, help="output folder (default: {root}/dashboard)")
+    parser.add_argument("--root", type=Path, help="data root (default: [paths] root in luigi.cfg)")
+    args = parser.parse_args(argv)
+    root = args.root.resolve() if args.root else paths().root_path()
+    if not root.is_dir():
+        print(f"scripts/dashboard: no data root at {root}", file=sys.stderr)
+        return 2
+    written = render(root, args.days, args.out)
+    print(f"wrote {len(written) - 1} charts and {written[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
