@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id, status);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS sla_misses (
     workflow TEXT NOT NULL,
     period TEXT NOT NULL,       -- the day, hour or window the run is for

@@ -180,7 +180,8 @@ def _last_failure(mine: pd.DataFrame) -> str | None:
 def check(now: dt.datetime | None = None) -> list[Miss]:
     """Record and alert the misses not seen before; return them. Run by every scheduled run."""
     now = now or dt.datetime.now(dt.UTC)
-    misses = find_misses(now, read_runs())
+    # runs of the periods looked at start after the period does (a day before its deadline at most)
+    misses = find_misses(now, read_runs(since=now - dt.timedelta(hours=sla().lookback_hours + 48)))
     new = []
     with connect() as con:
         for miss in misses:

@@ -11,6 +11,7 @@ from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import luigi
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -126,3 +127,30 @@ def test_info_alerts_are_not_mailed_by_default(tmp_path: Path, smtp_server) -> N
     with settings(tmp_path, port, ""):
         alert("wafer_yield", "Score(...)", "info", "scored")
     assert inbox.messages == []
+
+
+class Doomed(luigi.Task):
+    """A task that fails as a real one does: an exception in run()."""
+
+    day = luigi.IntParameter()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(f"/nonexistent/doomed-{self.day}")
+
+    def run(self) -> None:
+        raise RuntimeError(f"the landing share is gone (day {self.day})")
+
+
+def test_a_failed_task_alerts_and_mails_once_per_cooldown(tmp_path: Path, smtp_server, webhook) -> None:
+    inbox, port = smtp_server
+    received, url = webhook
+    with settings(tmp_path, port, url):
+        assert not luigi.build([Doomed(day=1), Doomed(day=2)], local_scheduler=True, log_level="CRITICAL")
+    failures = [a for a in read_alerts(tmp_path / "alerts" / "alerts.jsonl") if a["key"] == "failed Doomed"]
+    assert sorted(a["message"] for a in failures) == [
+        f"Doomed failed: RuntimeError: the landing share is gone (day {day})" for day in (1, 2)
+    ]
+    assert [a["severity"] for a in failures] == ["error", "error"]
+    assert sorted(a["sent"] for a in failures) == [False, True]
+    assert len(inbox.messages) == 1 and len(received) == 1
+    assert "Doomed failed" in inbox.messages[0][1]["Subject"]
