@@ -75,20 +75,28 @@ class Schedule:
         ]  # fmt: skip
 
 
+# Wait for fabs that have not delivered yet, re-checking every 5 minutes, until their deadline
+# ([wafer_yield] landing_deadline_hours, [merge] deadline_hours) lets the period go on without them.
+WAIT_FOR_LATE_FABS = (
+    "--worker-keep-alive", "--worker-retry-external-tasks", "--scheduler-retry-delay", "300",
+)  # fmt: skip
+
 SCHEDULES = {
     s.name: s
     for s in (
         Schedule(
-            "wafer-yield", "jobs.wafer_yield", ("RangeDaily", "--of", "WaferYieldDaily"), dt.timedelta(days=1)
+            "wafer-yield",
+            "jobs.wafer_yield",
+            ("RangeDaily", "--of", "WaferYieldDaily"),
+            dt.timedelta(days=1),
+            WAIT_FOR_LATE_FABS,
         ),
         Schedule(
             "fab-merge",
             "jobs.fab_merge",
             ("RangeHourly", "--of", "FabMergeHourly"),
             dt.timedelta(hours=1),
-            # wait for fabs that have not delivered yet, re-checking every 5 minutes, until
-            # [merge] deadline_hours lets the hour go on without them
-            ("--worker-keep-alive", "--worker-retry-external-tasks", "--scheduler-retry-delay", "300"),
+            WAIT_FOR_LATE_FABS,
         ),
         Schedule(
             "quality-monitor",

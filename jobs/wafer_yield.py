@@ -623,9 +623,11 @@ class Score(DailyStage):
     def run(self) -> None:
         production = Deploy(date=self.date).manifest()["production_after"]
         present, offline = present_fabs(self.date)
-        if production is None:
+        if production is None or not present:
+            status = "no production model" if production is None else "no dies: every fab offline"
             with self.publish() as (_, manifest):
-                manifest.update(status="no production model", fabs=present, offline_fabs=offline)
+                manifest.update(status=status, fabs=present, offline_fabs=offline)
+                manifest["rows"] = {"dies": 0, "wafers": 0}
             return
         self.set_status_message(f"scoring with the model of {production.get('date')}")
         model = yield_model.load_model(Path(production["folder"]))

@@ -30,13 +30,14 @@ CALENDARS = {
 def test_each_run_is_a_range_up_to_the_period_that_just_ended() -> None:
     tails = {name: " ".join(s.command(NOW)[3:]) for name, s in SCHEDULES.items()}
     common = "--now 1795489620 --workers 2"
+    waiting = "--worker-keep-alive --worker-retry-external-tasks --scheduler-retry-delay 300"
     assert tails["wafer-yield"] == (
         "--module jobs.wafer_yield RangeDaily --of WaferYieldDaily "
-        f"--start 2026-11-10 --stop 2026-11-24 {common}"
+        f"--start 2026-11-10 --stop 2026-11-24 {common} {waiting}"
     )
     assert tails["fab-merge"] == (
         "--module jobs.fab_merge RangeHourly --of FabMergeHourly --start 2026-11-22T03 --stop 2026-11-24T03 "
-        f"{common} --worker-keep-alive --worker-retry-external-tasks --scheduler-retry-delay 300"
+        f"{common} {waiting}"
     )
     assert tails["quality-monitor"] == (
         "--module jobs.quality_monitor RangeByMinutes --of QualityMonitor --minutes-interval 15 "

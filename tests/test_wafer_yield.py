@@ -238,3 +238,14 @@ def test_a_range_older_than_the_look_back_says_so(tmp_path: Path) -> None:
         assert len(outside) == 1 and outside[0].option == "days-back" and not outside[0].complete()
         assert run(old) == LuigiStatusCode.MISSING_EXT  # not "Did not run any tasks"
         assert not any(isinstance(t, RangeOutsideLookBack) for t in days(dt.date(2026, 11, 1)).requires())
+
+
+def test_a_day_every_fab_missed_still_completes(week: Path) -> None:
+    """After the week (production model deployed), a day no fab delivered: nothing to score."""
+    day = DAYS[-1] + dt.timedelta(days=1)
+    with luigi_settings(paths={"root": week}, **SETTINGS):
+        assert build(WaferYieldDaily(date=day))
+        summary = WaferYieldDaily(date=day).manifest()
+        assert summary["offline_fabs"] == ["fab1", "fab2"]
+        assert summary["scored"] == "no dies: every fab offline"
+        assert Score(date=day).manifest()["rows"] == {"dies": 0, "wafers": 0}
