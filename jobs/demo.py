@@ -3,8 +3,9 @@
 Simulates three fabs for a week (with a corrupted file, a resent file and a fab offline for a
 day), runs `RangeDaily --of WaferYieldDaily` over it with the local scheduler and prints what
 was decided each day and why; then fills the feature store for the week's last day with
-`RangeHourly --of FabMergeHourly` and prints one line per hour. Data lives under the repo's
-`data/` (or --root); a second run reuses everything that exists.
+`RangeHourly --of FabMergeHourly` and prints one line per hour; last it renders the run history
+(`scripts/dashboard`). Data lives under the repo's `data/` (or --root); a second run reuses
+everything that exists.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from luigi.tools.range import RangeDaily, RangeHourly
 from .alerts import alerts_file
 from .config import merge as merge_settings
 from .config import paths, wafer_yield
+from .dashboard import render as render_dashboard
 from .fab_merge import FabMergeHourly
 from .simulate import main as simulate_main
 from .tasks import is_ready, read_json, stage_dir
@@ -81,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfab merge of {last}, hour by hour: {time.perf_counter() - started:.1f} s "
           f"({'ok' if merged else 'FAILED'})\n")  # fmt: skip
     summarize_hours([first_hour + dt.timedelta(hours=h) for h in range(24)])
+    page = render_dashboard(root)[-1]
     print(f"\noutputs under {root}; feature store in {stage_dir('feature_store')}; alerts in {alerts_file()}")
+    print(f"run history: {page} (scripts/dashboard)")
     return 0 if ok and merged else 1
 
 
