@@ -17,7 +17,9 @@ import argparse
 import base64
 import datetime as dt
 import html
+import io
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -746,14 +748,20 @@ def render(
     written, images = [], {}
     # A long history takes a few seconds to draw: a bar then, on a terminal only.
     for chart in tqdm(charts(history, sla_budgets()), desc="dashboard", unit="chart", delay=3, disable=None):
-        figure = chart.draw()
-        path = out / f"{chart.name}.png"
-        figure.savefig(path, dpi=100)
-        images[chart.name] = (chart.caption, path.read_bytes())
-        written.append(path)
-    index = out / "index.html"
-    index.write_text(page(history, root, days, images), encoding="utf-8")
+        png = io.BytesIO()
+        chart.draw().savefig(png, format="png", dpi=100)
+        images[chart.name] = (chart.caption, png.getvalue())
+        written.append(_replace(out / f"{chart.name}.png", png.getvalue()))
+    index = _replace(out / "index.html", page(history, root, days, images).encode("utf-8"))
     return [*written, index]
+
+
+def _replace(path: Path, data: bytes) -> Path:
+    """Write `path` whole or not at all (a page open in a browser never shows half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
 
 
 def _positive(value: str) -> int:
