@@ -25,6 +25,7 @@ import luigi
 import pandas as pd
 
 from .config import paths
+from .scheduler import pid_alive
 
 logger = logging.getLogger("luigi-interface")
 
@@ -178,13 +179,7 @@ def effective_status(run: Any) -> str:
     """RUNNING only while the process that runs it lives (on this host); KILLED after."""
     if run.status != "RUNNING" or run.host != socket.gethostname():
         return run.status
-    try:
-        os.kill(int(run.pid), 0)
-    except ProcessLookupError:
-        return "KILLED"
-    except PermissionError:
-        pass
-    return "RUNNING"
+    return "RUNNING" if pid_alive(int(run.pid)) else "KILLED"
 
 
 def read_sla_misses(path: Path | None = None) -> pd.DataFrame:

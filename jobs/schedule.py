@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import luigi.configuration
 
 from . import sla
 from .config import paths
+from .scheduler import DEFAULT_ADDRESS, DEFAULT_PORT, api_answers, base_url
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "scripts" / "schedules"
@@ -111,21 +111,6 @@ SCHEDULES = {
 # --- run --------------------------------------------------------------------------------------
 
 
-def scheduler_url() -> str:
-    core = luigi.configuration.get_config()
-    host = core.get("core", "default_scheduler_host", "127.0.0.1")
-    port = core.get("core", "default_scheduler_port", "8082")
-    return f"http://{host}:{port}"
-
-
-def scheduler_answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/task_list?data=%7B%7D", timeout=5):
-            return True
-    except OSError:
-        return False
-
-
 def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: list[str]) -> int:
     """One scheduled run: SLA check, the Range command, SLA check; luigi's exit code. `now`
     replays a run as of that time (default: the clock)."""
@@ -133,9 +118,16 @@ def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: l
     command = SCHEDULES[name].command(started)
     if local_scheduler:
         command.append("--local-scheduler")
-    elif not scheduler_answers(url := scheduler_url()):
-        print(f"schedule {name}: luigid is not answering at {url} (scripts/luigid start)", file=sys.stderr)
-        return EXIT_SCHEDULER_DOWN
+    else:
+        # the scheduler the luigi command will ask ([core] default_scheduler_host/port)
+        config = luigi.configuration.get_config()
+        host = config.get("core", "default_scheduler_host", DEFAULT_ADDRESS)
+        port = config.getint("core", "default_scheduler_port", DEFAULT_PORT)
+        if not api_answers(host, port):
+            url = base_url(host, port)
+            message = f"schedule {name}: luigid is not answering at {url} (scripts/luigid start)"
+            print(message, file=sys.stderr)
+            return EXIT_SCHEDULER_DOWN
     report_misses(started)
     print(" ".join(command[1:] + luigi_args), flush=True)
     code = subprocess.call([*command, *luigi_args], cwd=REPO)

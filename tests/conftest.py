@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 # (tests/test_backoff.py sets [backoff] settle_seconds itself).
 luigi.configuration.get_config().set("backoff", "settle_seconds", "0")
 SHARED_STDF = REPO.parent / "shared" / "stdf"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

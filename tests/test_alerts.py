@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -16,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from jobs.alerts import alert, read_alerts
-from tests.conftest import luigi_settings
+from tests.conftest import free_port, luigi_settings
 
 
 class Inbox:
@@ -31,9 +30,7 @@ class Inbox:
 @pytest.fixture()
 def smtp_server() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    with socket.socket() as probe:  # a free port (aiosmtpd checks it is up by connecting to it)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # aiosmtpd checks it is up by connecting to it
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import pytest
 from jobs.history import INVOCATION_ENV, read_runs
 from jobs.simulate import main as simulate
 from jobs.wafer_yield import IngestFab
-from tests.conftest import REPO, luigi_settings
+from tests.conftest import REPO, free_port, luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
 DAY = FIRST + dt.timedelta(days=1)  # its chain also decides FIRST (the champion comes from there)
@@ -63,12 +62,6 @@ class Floor:
     def tasks(self, status: str = "") -> dict[str, dict]:
         """Tasks luigid knows, by id (every status when `status` is empty)."""
         return self.api("task_list", status=status, upstream_status="", search="")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def command(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import configparser
 import datetime as dt
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from jobs.schedule import CRON_BEGIN, SCHEDULES, crontab_text, merged_crontab, systemd_units
 from jobs.simulate import main as simulate
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 NOW = dt.datetime(2026, 11, 24, 3, 7, tzinfo=dt.UTC)
 CRON_TIMES = {"wafer-yield": "0 2 * * *", "fab-merge": "0 * * * *", "quality-monitor": "*/15 * * * *"}
@@ -106,12 +105,6 @@ def test_installing_the_systemd_units_dry_run() -> None:
     ).stdout  # fmt: skip
     assert "stdf-wafer-yield.timer" in out and "daemon-reload" in out
     assert "enable --now stdf-luigid.service stdf-fab-merge.timer" in out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
