@@ -30,15 +30,13 @@ import luigi
 import numpy as np
 import pandas as pd
 
-from . import features as feats
-from . import (
-    harmonize,
-    ranges,  # noqa: F401 - Range tools that say when a range is older than their look-back
-)
-from .alerts import alert
-from .config import merge as merge_settings
-from .config import repo_file
-from .tasks import (
+from jobs.domain import features as feats
+from jobs.domain import harmonize
+from jobs.ops.alerts import alert
+from jobs.pipeline import lookback  # noqa: F401 - Range tools that say when a range is older than their look-back
+from jobs.pipeline.settings import merge as merge_settings
+from jobs.pipeline.settings import repo_file
+from jobs.pipeline.stages import (
     ConvertFile,
     FabDayStage,
     StageTask,

@@ -8,7 +8,7 @@ bad ones are quarantined, and drift of key parameters raises a retrain request.
                                  window yield; PSI and KS drift per fab and key parameter
 
 Run by `RangeByMinutes --of QualityMonitor --minutes-interval 15`. A file's upload time is its
-modification time. Checks are the plain functions of jobs/quality.py on each file's tables.
+modification time. Checks are the plain functions of jobs/domain/quality.py on each file's tables.
 A file failing a check of severity "error" is moved to `{root}/quarantine/quality_monitor/...`
 with its reasons (scripts/quarantine lists and releases). Drift does not quarantine (the data is
 sound; the world moved): it alerts and writes `{root}/requests/retrain/*.json`, which the next
@@ -28,15 +28,13 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from . import (
-    quality,
-    ranges,  # noqa: F401 - Range tools that say when a range is older than their look-back
-)
-from .alerts import alert
-from .config import paths, quality_monitor, repo_file
-from .fab_merge import harmonized_file, test_names
-from .quarantine import quarantine_file
-from .tasks import (
+from jobs.domain import quality
+from jobs.fab_merge import harmonized_file, test_names
+from jobs.ops.alerts import alert
+from jobs.ops.quarantine import quarantine_file
+from jobs.pipeline import lookback  # noqa: F401 - Range tools that say when a range is older than their look-back
+from jobs.pipeline.settings import paths, quality_monitor, repo_file
+from jobs.pipeline.stages import (
     ConvertFile,
     FabDayStage,
     StageTask,
@@ -48,7 +46,7 @@ from .tasks import (
     still_landed,
     write_json,
 )
-from .wafer_yield import retrain_requests_dir
+from jobs.wafer_yield import retrain_requests_dir
 
 WORKFLOW = "quality_monitor"
 SAMPLE = 50_000  # reference values kept per key parameter

@@ -4,9 +4,9 @@
     IngestFab(fab, date)      every file of the fab's day converted once (ConvertFile), bad files
                               quarantined, resent files read once; wafer-sort dies and results
                               and the final-test units that landed that day as Parquet
-    QualityGate(date)         jobs/quality.py over every fab: a failed gate stops training
-    Features(date)            die features (jobs/features.py), all fabs of the day
-    Train(date)               a candidate on the labelled trailing window (jobs/model.py)
+    QualityGate(date)         jobs/domain/quality.py over every fab: a failed gate stops training
+    Features(date)            die features (jobs/domain/features.py), all fabs of the day
+    Train(date)               a candidate on the labelled trailing window (jobs/domain/model.py)
     Validate(date)            candidate vs champion on the newest labelled day, walk-forward backtest
     Deploy(date)              the decision record; the production pointer moves only on "deployed"
     Score(date)               the production model's p_fail per die and wafer yield forecasts
@@ -29,16 +29,14 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from . import features as feats
-from . import model as yield_model
-from . import (
-    quality,
-    ranges,  # noqa: F401 - Range tools that say when a range is older than their look-back
-)
-from .alerts import alert
-from .config import paths, quality_gate, wafer_yield, yield_model_settings
-from .quarantine import quarantine_file
-from .tasks import (
+from jobs.domain import features as feats
+from jobs.domain import model as yield_model
+from jobs.domain import quality
+from jobs.ops.alerts import alert
+from jobs.ops.quarantine import quarantine_file
+from jobs.pipeline import lookback  # noqa: F401 - Range tools that say when a range is older than their look-back
+from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
+from jobs.pipeline.stages import (
     ConvertFile,
     StageTask,
     is_ready,
@@ -261,7 +259,7 @@ def present_fabs(date: dt.date) -> tuple[list[str], list[str]]:
 
 
 class QualityGate(DailyStage):
-    """`quality/{tag}/date=D/report.json`: every check of jobs/quality.py over the day's fabs."""
+    """`quality/{tag}/date=D/report.json`: every check of jobs/domain/quality.py over the day's fabs."""
 
     stage = "quality"
 

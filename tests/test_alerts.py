@@ -14,7 +14,7 @@ import luigi
 import pytest
 from aiosmtpd.controller import Controller
 
-from jobs.alerts import alert, read_alerts
+from jobs.ops.alerts import alert, read_alerts
 from tests.conftest import free_port, luigi_settings
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import luigi
 import pytest
 
-import jobs.backoff
+import jobs.pipeline.backoff
 import jobs.stdf.source
-from jobs.backoff import StillBeingWrittenError, retrying, with_retries
-from jobs.simulate import main as simulate
+from jobs.pipeline.backoff import StillBeingWrittenError, retrying, with_retries
+from jobs.pipeline.stages import ConvertFile, landed_files
+from jobs.simulation.simulate import main as simulate
 from jobs.stdf import StdfReadError
-from jobs.tasks import ConvertFile, landed_files
 from tests.conftest import luigi_settings
 
 FAST = {"initial_seconds": 0.05, "jitter_seconds": 0.02, "max_seconds": 10, "attempts": 6}
@@ -152,7 +152,7 @@ def test_check_settled_ignores_clocks_running_ahead(tmp_path: Path) -> None:
     path.write_bytes(b"x")
     with luigi_settings(backoff={"settle_seconds": 30}):
         with pytest.raises(StillBeingWrittenError):
-            jobs.backoff.check_settled(path)
+            jobs.pipeline.backoff.check_settled(path)
         future = time.time() + 3600
         os.utime(path, (future, future))
-        jobs.backoff.check_settled(path)  # ahead of our clock: waiting would not help
+        jobs.pipeline.backoff.check_settled(path)  # ahead of our clock: waiting would not help

@@ -1,7 +1,7 @@
-"""The wafer-yield workflow through a real central scheduler: luigid on 127.0.0.1 (jobs/scheduler.py).
+"""The wafer-yield workflow through a real central scheduler: luigid on 127.0.0.1 (jobs/ops/luigid.py).
 
 A small simulated floor (2 fabs, 2 wafers a fab-day, 3 days); luigid is started for its root on a
-free port with `python -m jobs.scheduler start` and stopped at the end. The daily chain runs as
+free port with `python -m jobs.ops.luigid start` and stopped at the end. The daily chain runs as
 the `luigi` command with 2 workers against it; what happened is read back through luigid's
 HTTP API, its SQLite task history, our own run history, and the visualizer in headless Chromium.
 """
@@ -26,8 +26,8 @@ from typing import Any
 import matplotlib.image
 import pytest
 
-from jobs.history import INVOCATION_ENV, read_runs
-from jobs.simulate import main as simulate
+from jobs.ops.history import INVOCATION_ENV, read_runs
+from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import IngestFab
 from tests.conftest import REPO, free_port, luigi_settings
 
@@ -74,7 +74,7 @@ def command(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def scheduler(action: str, floor: Floor) -> subprocess.CompletedProcess:
     where = ["--port", str(floor.port), "--root", str(floor.root)]
-    return command(sys.executable, "-m", "jobs.scheduler", action, *where)
+    return command(sys.executable, "-m", "jobs.ops.luigid", action, *where)
 
 
 def wafer_yield_daily(floor: Floor, day: dt.date, *options: str) -> subprocess.CompletedProcess:

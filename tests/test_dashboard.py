@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from jobs import dashboard
-from jobs.dashboard import (
+from jobs.ops import dashboard
+from jobs.ops.dashboard import (
     Summary,
     alerts_frame,
     alerts_per_day,
@@ -35,9 +35,9 @@ from jobs.dashboard import (
     stage_durations,
     workflow_durations,
 )
-from jobs.history import connect, read_runs
-from jobs.simulate import main as simulate
-from jobs.tasks import landed_files, landing_day
+from jobs.ops.history import connect, read_runs
+from jobs.pipeline.stages import landed_files, landing_day
+from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import IngestFab, Validate, WaferYieldDaily
 from tests.conftest import REPO, luigi_settings
 

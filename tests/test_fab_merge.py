@@ -20,10 +20,10 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 from luigi.tools.range import RangeHourly
 
-from jobs.alerts import read_alerts
 from jobs.fab_merge import FabHour, FabMergeHourly, FeatureStore, Normalize
-from jobs.simulate import main as simulate
-from jobs.tasks import stage_dir
+from jobs.ops.alerts import read_alerts
+from jobs.pipeline.stages import stage_dir
+from jobs.simulation.simulate import main as simulate
 from tests.conftest import luigi_settings
 
 DAY0, DAY1 = dt.date(2026, 11, 10), dt.date(2026, 11, 11)

@@ -1,4 +1,4 @@
-"""Features of the yield model (jobs/features.py): hand-built tables with known answers, and one
+"""Features of the yield model (jobs/domain/features.py): hand-built tables with known answers, and one
 small simulated floor joined with its ground truth."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import features as feat
-from jobs.simulate import main as simulate
-from jobs.simulate import neighbour_fail_share
+from jobs.domain import features as feat
+from jobs.simulation.simulate import main as simulate
+from jobs.simulation.simulate import neighbour_fail_share
 from jobs.stdf import convert_stdf
 from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
 

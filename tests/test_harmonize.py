@@ -1,4 +1,4 @@
-"""Names, units, clocks and z-scores across fabs (jobs/harmonize.py), on small hand-made tables."""
+"""Names, units, clocks and z-scores across fabs (jobs/domain/harmonize.py), on small hand-made tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import harmonize
+from jobs.domain import harmonize
 
 MAPPING = """# a comment
 canonical,unit,fab,test_txt

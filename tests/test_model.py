@@ -1,4 +1,4 @@
-"""The yield model (jobs/model.py): selection, calibration, metrics, forecasts, artifacts and the
+"""The yield model (jobs/domain/model.py): selection, calibration, metrics, forecasts, artifacts and the
 registry, on synthetic feature tables whose answers are known."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import model as ym
-from jobs.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES
+from jobs.domain import model as ym
+from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES
 
 SMALL = ym.ModelParams(n_estimators=30, max_samples=3000, max_depth=8, min_samples_leaf=20, n_jobs=1)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import quality
+from jobs.domain import quality
 
 LIMITS = quality.Thresholds()
 

@@ -19,11 +19,11 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 from luigi.tools.range import RangeByMinutes
 
-from jobs import quarantine
-from jobs.alerts import read_alerts
+from jobs.ops import quarantine
+from jobs.ops.alerts import read_alerts
+from jobs.pipeline.stages import read_json, stage_dir
 from jobs.quality_monitor import QualityMonitor
-from jobs.simulate import main as simulate
-from jobs.tasks import read_json, stage_dir
+from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import Deploy, open_retrain_requests
 from tests.conftest import luigi_settings
 

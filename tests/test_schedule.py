@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.schedule import CRON_BEGIN, SCHEDULES, crontab_text, merged_crontab, systemd_units
-from jobs.simulate import main as simulate
+from jobs.ops.schedules import CRON_BEGIN, SCHEDULES, crontab_text, merged_crontab, systemd_units
+from jobs.simulation.simulate import main as simulate
 from tests.conftest import REPO, free_port
 
 NOW = dt.datetime(2026, 11, 24, 3, 7, tzinfo=dt.UTC)
@@ -84,7 +84,7 @@ def test_installing_the_crontab_keeps_the_users_lines_and_is_idempotent(tmp_path
     env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "LUIGI_CONFIG_PATH": str(site_cfg)}
 
     def schedule(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "jobs.schedule", *args]
+        command = [sys.executable, "-m", "jobs.ops.schedules", *args]
         return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
 
     for _ in range(2):
@@ -100,7 +100,7 @@ def test_installing_the_crontab_keeps_the_users_lines_and_is_idempotent(tmp_path
 
 def test_installing_the_systemd_units_dry_run() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "jobs.schedule", "install", "--systemd", "--dry-run"],
+        [sys.executable, "-m", "jobs.ops.schedules", "install", "--systemd", "--dry-run"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "stdf-wafer-yield.timer" in out and "daemon-reload" in out
@@ -155,7 +155,7 @@ def test_a_scheduled_run_catches_up_the_missed_days_and_checks_the_slas(site: tu
 
 def test_a_scheduled_run_without_luigid_says_so_and_fails(site: tuple[Path, dict]) -> None:
     _, env = site
-    command = [sys.executable, "-m", "jobs.schedule", "run", "wafer-yield"]
+    command = [sys.executable, "-m", "jobs.ops.schedules", "run", "wafer-yield"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 35
     assert done.stderr.count("\n") == 1 and "luigid is not answering at http://127.0.0.1:" in done.stderr

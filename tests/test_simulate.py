@@ -17,8 +17,17 @@ import stdf_convert
 from conftest import read_pystdf
 from sklearn.metrics import roc_auc_score
 
-from jobs import simulate
-from jobs.simulate import FABS, Run, Scale, dialect_of, ft_part_txt, main, parse_faults, parse_ft_part_txt
+from jobs.simulation import simulate
+from jobs.simulation.simulate import (
+    FABS,
+    Run,
+    Scale,
+    dialect_of,
+    ft_part_txt,
+    main,
+    parse_faults,
+    parse_ft_part_txt,
+)
 from jobs.stdf import read_stdf
 
 DAYS = ["2026-11-16", "2026-11-17", "2026-11-18"]

@@ -10,11 +10,11 @@ from pathlib import Path
 import luigi
 import pytest
 
-from jobs import history
-from jobs.alerts import read_alerts
-from jobs.history import read_sla_misses
-from jobs.simulate import main as simulate
-from jobs.sla import check, classify, main, period_starts, services
+from jobs.ops import history
+from jobs.ops.alerts import read_alerts
+from jobs.ops.history import read_sla_misses
+from jobs.ops.sla import check, classify, main, period_starts, services
+from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import Score, WaferYieldDaily
 from tests.conftest import luigi_settings
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import canonical
 
-from jobs.simulate import main as simulate
+from jobs.simulation.simulate import main as simulate
 from jobs.stdf import TABLES, StdfReadError, read_stdf
 
 DAY = "2026-11-17"
@@ -55,7 +55,7 @@ def test_simulated_wafer_parts_join_the_truth(floor: Path) -> None:
 
 
 def test_final_test_file_parts_name_their_die(floor: Path) -> None:
-    from jobs.simulate import parse_ft_part_txt
+    from jobs.simulation.simulate import parse_ft_part_txt
 
     ft = next((floor / "landing" / "fab3").glob("*/FT_*.stdf.gz"))
     parts = read_stdf(ft).parts

@@ -10,8 +10,8 @@ import luigi
 import luigi.configuration
 import pytest
 
-from jobs.simulate import main as simulate
-from jobs.tasks import ConvertFile, content_sha256, landed_files
+from jobs.pipeline.stages import ConvertFile, content_sha256, landed_files
+from jobs.simulation.simulate import main as simulate
 from tests.conftest import luigi_settings
 
 DAY = "2026-11-18"

@@ -19,11 +19,11 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 from luigi.tools.range import RangeDaily
 
-from jobs.alerts import read_alerts
-from jobs.model import load_model, production
-from jobs.ranges import RangeOutsideLookBack
-from jobs.simulate import main as simulate
-from jobs.tasks import read_json, stage_dir
+from jobs.domain.model import load_model, production
+from jobs.ops.alerts import read_alerts
+from jobs.pipeline.lookback import RangeOutsideLookBack
+from jobs.pipeline.stages import read_json, stage_dir
+from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import (
     Deploy,
     FabDayLanded,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import configparser
+import os
 import sys
 from pathlib import Path
 
@@ -32,10 +34,21 @@ def _settings(args: argparse.Namespace) -> tuple[str, int, str]:
     """Command-line values, else luigi.cfg's [stdf] section (imported only when needed: luigi is slow)."""
     if args.engine and args.batch_size is not None and args.compression:
         return args.engine, args.batch_size, args.compression
-    from ..config import stdf
+    cfg = configured()
+    return (
+        args.engine or cfg.get("engine", "arrow"),
+        args.batch_size or int(cfg.get("batch_size", "0")),
+        args.compression or cfg.get("compression", "zstd"),
+    )
 
-    cfg = stdf()
-    return args.engine or cfg.engine, args.batch_size or cfg.batch_size, args.compression or cfg.compression
+
+def configured() -> dict[str, str]:
+    """luigi.cfg's [stdf] section (LUIGI_CONFIG_PATH, else the repo's file), read without luigi:
+    the STDF package knows nothing of the workflows, and luigi takes long to import."""
+    path = os.environ.get("LUIGI_CONFIG_PATH") or str(Path(__file__).resolve().parents[2] / "luigi.cfg")
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(path)
+    return dict(config["stdf"]) if config.has_section("stdf") else {}
 
 
 def _progress_bar(path: Path, quiet: bool):

@@ -4,7 +4,7 @@ once per miss.
 A period is what the workflow's summary task is for: a day (WaferYieldDaily, run at 02:00 the
 next morning, due by 06:00), an hour (FabMergeHourly, due 2 hours after the hour ends) or a
 15-minute window (QualityMonitor, due 15 minutes after it ends). The check runs with every
-scheduled run (`python -m jobs.schedule`), looks at the periods whose deadline passed within
+scheduled run (`python -m jobs.ops.schedules`), looks at the periods whose deadline passed within
 `[sla] lookback_hours`, and records a miss when the summary was not done by its deadline:
 still running, not done, or finished late. Each miss is recorded once in the run history's
 `sla_misses` table and alerted once.
@@ -22,9 +22,9 @@ import luigi
 import pandas as pd
 from luigi.task_register import Register
 
-from .alerts import alert
-from .config import comma_list
-from .history import connect, read_runs
+from jobs.ops.alerts import alert
+from jobs.ops.history import connect, read_runs
+from jobs.pipeline.settings import comma_list
 
 
 class sla(luigi.Config):  # noqa: N801 - the luigi.cfg section
@@ -69,13 +69,13 @@ class Service:
 
 
 def window() -> dt.timedelta:
-    from .quality_monitor import quality_monitor
+    from jobs.pipeline.settings import quality_monitor
 
     return dt.timedelta(minutes=quality_monitor().window_minutes)
 
 
 def services() -> dict[str, Service]:
-    from . import fab_merge, quality_monitor, wafer_yield  # noqa: F401 - registers the summary tasks
+    from jobs import fab_merge, quality_monitor, wafer_yield  # noqa: F401 - registers the summary tasks
 
     return {
         "wafer_yield": Service("wafer_yield", "WaferYieldDaily", "date", dt.timedelta(days=1)),
@@ -207,7 +207,7 @@ def check(now: dt.datetime | None = None) -> list[Miss]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.sla", description="Find and alert SLA misses.")
+    parser = argparse.ArgumentParser(prog="python -m jobs.ops.sla", description="Find and alert SLA misses.")
     parser.add_argument("--now", type=dt.datetime.fromisoformat, help="check as of this UTC time (ISO)")
     args = parser.parse_args(argv)
     now = args.now.replace(tzinfo=args.now.tzinfo or dt.UTC) if args.now else None

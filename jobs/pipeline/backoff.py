@@ -22,7 +22,7 @@ from typing import TypeVar
 import luigi
 import tenacity
 
-from .stdf.source import share_failure
+from jobs.stdf.source import share_failure
 
 logger = logging.getLogger("luigi-interface")
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
+from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"

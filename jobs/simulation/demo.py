@@ -20,14 +20,14 @@ import luigi
 import luigi.configuration
 from luigi.tools.range import RangeDaily, RangeHourly
 
-from .alerts import alerts_file
-from .config import merge as merge_settings
-from .config import paths, wafer_yield
-from .dashboard import render as render_dashboard
-from .fab_merge import FabMergeHourly
-from .simulate import main as simulate_main
-from .tasks import is_ready, read_json, stage_dir
-from .wafer_yield import WaferYieldDaily
+from jobs.fab_merge import FabMergeHourly
+from jobs.ops.alerts import alerts_file
+from jobs.ops.dashboard import render as render_dashboard
+from jobs.pipeline.settings import merge as merge_settings
+from jobs.pipeline.settings import paths, wafer_yield
+from jobs.pipeline.stages import is_ready, read_json, stage_dir
+from jobs.simulation.simulate import main as simulate_main
+from jobs.wafer_yield import WaferYieldDaily
 
 FIRST_DAY = dt.date(2026, 11, 14)
 DAYS = 7

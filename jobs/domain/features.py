@@ -15,7 +15,7 @@ Features (all computed within one fab-day, so a day's rows never depend on other
 - ``raw_<test>``: the same results unscaled (float32, the test's units). Scaling per fab-day
   erases the day's level (fab offset, drift, the lot), and that level moves final-test failure
   as much as the die's place in the day does: the model reads the raw values of the tests that
-  select_tests picks from the ``p_`` columns (see jobs/model.py).
+  select_tests picks from the ``p_`` columns (see jobs/domain/model.py).
 - spatial (``SPATIAL_FEATURES``): radius from the wafer centre (0, 0) in die pitches; the
   wafer's radius estimated from its die map; edge distance; ``ring_zone`` 0..3 (equal-area
   rings: zone = floor(4 (r/R)^2)); failing dies among the 8 neighbours (count and share of the
@@ -38,8 +38,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .simulate import parse_ft_part_txt
-from .stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
+from jobs.simulation.simulate import parse_ft_part_txt
+from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
 
 FEATURE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
 WAFER_KEY = ["lot_id", "wafer_id"]

@@ -1,12 +1,12 @@
 """The schedules: what cron or systemd starts, and the command that installs them.
 
-    python -m jobs.schedule run wafer-yield|fab-merge|quality-monitor [--now ISO] [--local-scheduler]
-    python -m jobs.schedule install|uninstall --cron|--systemd [--dry-run]
-    python -m jobs.schedule show --cron|--systemd
+    python -m jobs.ops.schedules run wafer-yield|fab-merge|quality-monitor [--now ISO] [--local-scheduler]
+    python -m jobs.ops.schedules install|uninstall --cron|--systemd [--dry-run]
+    python -m jobs.ops.schedules show --cron|--systemd
 
 A scheduled run is a Range over the last `[schedule]` days/hours up to the period that just
 ended, so a missed run (machine down, luigid down) is caught up by the next one, and a complete
-period costs one completeness check. Each run checks the SLAs (`jobs/sla.py`) before it starts
+period costs one completeness check. Each run checks the SLAs (`jobs/ops/sla.py`) before it starts
 and after it ends, and exits with luigi's exit code (`[retcode]`): cron mails it, systemd
 records it. The crontab and the systemd units live in `scripts/schedules/`; `@REPO@`,
 `@ROOT@` and `@LOGS@` in them are filled in at install time.
@@ -26,11 +26,11 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 
-from . import sla
-from .config import paths
-from .scheduler import DEFAULT_ADDRESS, DEFAULT_PORT, api_answers, base_url
+from jobs.ops import sla
+from jobs.ops.luigid import DEFAULT_ADDRESS, DEFAULT_PORT, api_answers, base_url
+from jobs.pipeline.settings import paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "scripts" / "schedules"
 CRON_BEGIN, CRON_END = "# >>> stdf-jobs schedules >>>", "# <<< stdf-jobs schedules <<<"
 EXIT_SCHEDULER_DOWN = 35  # [retcode] scheduling_error

@@ -8,7 +8,7 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "luigi.cfg"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "luigi.cfg"
 
 # Luigi reads ./luigi.cfg from the working directory; make the repo's file apply from anywhere
 # too, unless the user points LUIGI_CONFIG_PATH at a file of their own.
@@ -165,7 +165,7 @@ class quality_monitor(luigi.Config):  # noqa: N801
 
 
 class yield_model_settings(luigi.Config):  # noqa: N801
-    """The yield model's training settings, luigi.cfg's [yield_model] (jobs/model.py ModelParams)."""
+    """The yield model's training settings, luigi.cfg's [yield_model] (jobs/domain/model.py ModelParams)."""
 
     @classmethod
     def get_task_family(cls) -> str:
@@ -183,7 +183,7 @@ class yield_model_settings(luigi.Config):  # noqa: N801
 
 
 class quality_gate(luigi.Config):  # noqa: N801
-    """Thresholds of the daily quality gate (jobs/quality.py)."""
+    """Thresholds of the daily quality gate (jobs/domain/quality.py)."""
 
     min_completeness = luigi.FloatParameter(
         default=0.98, description="share of passing dies that ran every catalogue test"

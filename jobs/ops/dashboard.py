@@ -34,9 +34,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from .alerts import SEVERITIES, alerts_file, read_alerts
-from .config import paths
-from .history import history_file, read_runs, read_sla_misses
+from jobs.ops.alerts import SEVERITIES, alerts_file, read_alerts
+from jobs.ops.history import history_file, read_runs, read_sla_misses
+from jobs.pipeline.settings import paths
 
 STATUSES = ("DONE", "FAILED", "KILLED", "RUNNING")
 ENDED = ("DONE", "FAILED", "KILLED")
@@ -46,14 +46,14 @@ SHARED = "(shared)"  # the workflow label of tasks every workflow uses (ConvertF
 
 
 class Summary(NamedTuple):
-    """A workflow's summary task family and the time its run may take (jobs/sla.py)."""
+    """A workflow's summary task family and the time its run may take (jobs/ops/sla.py)."""
 
     family: str
     budget: dt.timedelta
 
 
 def sla_budgets() -> dict[str, Summary]:
-    from .sla import services  # imports the workflows' settings; only needed when rendering
+    from jobs.ops.sla import services  # imports the workflows' settings; only needed when rendering
 
     return {name: Summary(s.family, s.budget()) for name, s in services().items()}
 

@@ -1,7 +1,7 @@
 """The simulated test floor: wafer-sort and final-test STDF for a few fabs, plus the ground truth.
 
-    python -m jobs.simulate --root data --start 2026-11-16 --days 7            # demo floor, 3 fabs
-    python -m jobs.simulate --root /tmp/b --start 2026-11-16 --days 1 --fabs fab1 \\
+    python -m jobs.simulation.simulate --root data --start 2026-11-16 --days 7            # demo floor, 3 fabs
+    python -m jobs.simulation.simulate --root /tmp/b --start 2026-11-16 --days 1 --fabs fab1 \\
         --scale bench --lots 1 --wafers 1                                       # one ~100 MB file
 
 Model of the floor
@@ -2025,7 +2025,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def write_truth_readme(root: Path, faults: list[dict]) -> None:
     lines = [
-        "# Ground truth of the simulated test floor (written by jobs/simulate.py; never in STDF)",
+        "# Ground truth of the simulated test floor (written by jobs/simulation/simulate.py; never in STDF)",
         "",
         "- `{fab}/{date}.parquet`: one row per die that passed wafer sort on that date and got final test",
         "  (its FT file lands in `landing/{fab}/{date+1}/FT_{lot}.stdf.gz`): lot_id (str), wafer_id (str,",

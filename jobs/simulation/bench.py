@@ -34,7 +34,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHARED_STDF = REPO.parent / "shared" / "stdf"
 
 RAW_PARSE = """
@@ -77,7 +77,7 @@ def _run_measured(command: list[str]) -> tuple[float, float, str]:
 
 
 def _stream_bytes(path: Path) -> int:
-    from .stdf.source import open_stream
+    from jobs.stdf.source import open_stream
 
     total = 0
     with open_stream(path) as stream:
@@ -134,7 +134,7 @@ def bench_wafer(cache: Path) -> Path:
     """One bench-scale simulated wafer file (about 100 MB), simulated once into `cache`."""
     found = sorted((cache / "landing").glob("fab1/*/*.stdf.gz")) if cache.exists() else []
     if not found:
-        from .simulate import main as simulate
+        from jobs.simulation.simulate import main as simulate
 
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
             simulate(["--root", str(cache), "--start", "2026-11-02", "--days", "1", "--fabs", "fab1",
@@ -229,7 +229,7 @@ def model_floor(cache: Path) -> tuple[Path, list[str]]:
     oracle = root / "truth" / "oracle.json"
     ready = all((root / "landing" / f / d / "_READY").exists() for f in fabs for d in days)
     if not (ready and oracle.exists() and set(days) <= set(json.loads(oracle.read_text())["days"])):
-        from .simulate import main as simulate
+        from jobs.simulation.simulate import main as simulate
 
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
             floor = [f"--{key}={value}" for key, value in MODEL_FLOOR.items()]
@@ -240,7 +240,7 @@ def model_floor(cache: Path) -> tuple[Path, list[str]]:
 def convert_floor(root: Path, quiet: bool) -> dict[tuple[str, str], list[Path]]:
     """Convert every landed file once (cached in root/converted/{fab}/{date}/{name}); the folders
     by (fab, landing date)."""
-    from .stdf import convert_stdf
+    from jobs.stdf import convert_stdf
 
     files = sorted((root / "landing").glob("*/*/*.stdf.gz"))
     folders: dict[tuple[str, str], list[Path]] = {}
@@ -257,7 +257,7 @@ def floor_tables(folders: dict[tuple[str, str], list[Path]]) -> tuple[Any, Any, 
     """Features of every fab-day (with a `date` column), final-test labels, and build figures."""
     import pandas as pd
 
-    from .features import build_features, combine_conversions, final_test_labels
+    from jobs.domain.features import build_features, combine_conversions, final_test_labels
 
     features, labels, seconds, unparsed = [], [], [], 0
     for (fab, day), paths in sorted(folders.items()):
@@ -282,8 +282,8 @@ def floor_tables(folders: dict[tuple[str, str], list[Path]]) -> tuple[Any, Any, 
 
 
 def model(args: argparse.Namespace) -> dict:
-    from .features import join_labels
-    from .model import ModelParams, logistic_baseline, model_features, select_tests, train_model
+    from jobs.domain.features import join_labels
+    from jobs.domain.model import ModelParams, logistic_baseline, model_features, select_tests, train_model
 
     with tqdm(total=5, desc="bench model", unit="step", file=sys.stderr, disable=args.quiet) as bar:
         bar.set_postfix_str("simulating")
@@ -332,7 +332,7 @@ def model(args: argparse.Namespace) -> dict:
 
 
 def _day_figures(forest: Any, baseline: Any, rows: Any, oracle: dict) -> dict:
-    from .model import evaluate
+    from jobs.domain.model import evaluate
 
     figures = evaluate(forest, rows)
     logistic = evaluate(baseline, rows)
@@ -388,7 +388,7 @@ def _luigi_range(
 
 
 def _simulate(root: Path, days: int, *extra: str, start: str = PIPELINE_START) -> None:
-    from .simulate import main as simulate
+    from jobs.simulation.simulate import main as simulate
 
     shutil.rmtree(root, ignore_errors=True)
     simulate(["--root", str(root), "--start", start, "--days", str(days), "--quiet", *extra])

@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 
 import luigi
 
-from . import __version__, history  # noqa: F401 - history registers the run-history handlers
-from .backoff import check_settled, with_retries
-from .config import paths, stdf, version_tag
-from .stdf import convert_stdf, replace_dir
-from .stdf.source import StdfReadError, stored_stream_size
+from jobs import __version__
+from jobs.ops import history  # noqa: F401 - history registers the run-history handlers
+from jobs.pipeline.backoff import check_settled, with_retries
+from jobs.pipeline.settings import paths, stdf, version_tag
+from jobs.stdf import convert_stdf, replace_dir
+from jobs.stdf.source import StdfReadError, stored_stream_size
 
 # The folder below the data root where each stage writes.
 STAGE_DIRS = {

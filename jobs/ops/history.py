@@ -3,7 +3,7 @@
 Luigi event handlers write `{root}/history/runs.sqlite` from whichever process runs the task, so
 the history is the same under the local scheduler (`scripts/demo`) and under luigid (whose own
 `[task_history]` database records scheduler events, but not our rows and figures). The SLA
-check (`jobs/sla.py`) records its misses in the same file, and `scripts/dashboard` reads it.
+check (`jobs/ops/sla.py`) records its misses in the same file, and `scripts/dashboard` reads it.
 
 A run killed with SIGKILL stays RUNNING here; `effective_status` reports it as KILLED once its
 process is gone.
@@ -24,8 +24,8 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from .config import paths
-from .scheduler import pid_alive
+from jobs.ops.luigid import pid_alive
+from jobs.pipeline.settings import paths
 
 logger = logging.getLogger("luigi-interface")
 

@@ -21,7 +21,7 @@ from typing import Any
 import luigi
 import luigi.notifications
 
-from .config import paths
+from jobs.pipeline.settings import paths
 
 SEVERITIES = ("info", "warning", "error", "critical")
 logger = logging.getLogger("luigi-interface")

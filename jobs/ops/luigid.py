@@ -1,4 +1,4 @@
-"""The central scheduler: `python -m jobs.scheduler start|stop|status` (scripts/luigid) runs luigid.
+"""The central scheduler: `python -m jobs.ops.luigid start|stop|status` (scripts/luigid) runs luigid.
 
 Why: with `--local-scheduler` every command has its own scheduler, so two commands can run the
 same task at once, nobody can watch a run, and nothing is remembered after it. One luigid on
@@ -11,7 +11,7 @@ ask for it), serves the visualizer, and records every task's events in SQLite (l
     {root}/luigid/luigid.pid            the pid of the running server
     {root}/luigid/task_history.sqlite   tables tasks, task_events, task_parameters
 
-`start` launches `python -m jobs.scheduler serve ...` in a session of its own (rather than
+`start` launches `python -m jobs.ops.luigid serve ...` in a session of its own (rather than
 `luigid --background`, which needs python-daemon). That process sets `[scheduler]
 record_task_history` and `[task_history] db_connection` for the root (the path depends on it, so
 luigi.cfg cannot), replaces luigi 3.8.1's task-history schema upgrade, which SQLAlchemy 2 rejects
@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_CONFIG, paths
+from jobs.pipeline.settings import REPO_CONFIG, paths
 
 DEFAULT_PORT = 8082
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -86,7 +86,7 @@ def visualizer_url(address: str, port: int) -> str:
 
 
 def server_args(pid: int) -> list[str] | None:
-    """The command line of `pid` if it is a live `jobs.scheduler serve` (not a zombie, nor a
+    """The command line of `pid` if it is a live `jobs.ops.luigid serve` (not a zombie, nor a
     process that reused the pid); None otherwise."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -95,7 +95,7 @@ def server_args(pid: int) -> list[str] | None:
     except OSError:  # no /proc: trust the pid
         return [] if pid_alive(pid) else None
     args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-    return args if "jobs.scheduler" in args and "serve" in args else None
+    return args if "jobs.ops.luigid" in args and "serve" in args else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -185,8 +185,8 @@ def start(layout: Layout, address: str, port: int) -> int:
 
 
 def launch(layout: Layout, address: str, port: int) -> subprocess.Popen:
-    """`python -m jobs.scheduler serve` detached from this terminal, logging to luigid.log."""
-    command = [sys.executable, "-m", "jobs.scheduler", "serve", "--root", str(layout.root),
+    """`python -m jobs.ops.luigid serve` detached from this terminal, logging to luigid.log."""
+    command = [sys.executable, "-m", "jobs.ops.luigid", "serve", "--root", str(layout.root),
                "--address", address, "--port", str(port)]  # fmt: skip
     with open(layout.log, "ab") as log:
         return subprocess.Popen(
