@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +32,16 @@ import pandas as pd
 
 from jobs.domain import features as feats
 from jobs.domain import harmonize
+from jobs.files import read_json
+from jobs.ops import runtime
 from jobs.ops.alerts import alert
-from jobs.pipeline import lookback  # noqa: F401 - Range tools that say when a range is older than their look-back
+from jobs.pipeline.convert import ConvertFile, converted_folder
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders, still_landed
 from jobs.pipeline.settings import merge as merge_settings
 from jobs.pipeline.settings import repo_file
-from jobs.pipeline.stages import (
-    ConvertFile,
-    FabDayStage,
-    StageTask,
-    is_ready,
-    landed_files,
-    landing_day,
-    landing_folders,
-    read_json,
-    stage_dir,
-    still_landed,
-)
+from jobs.pipeline.stages import FabDayStage, StageTask
 
+runtime.install()
 WORKFLOW = "fab_merge"
 HOUR = dt.timedelta(hours=1)
 DIE_COLUMNS = [*feats.FEATURE_KEY, "part_key", "retest", "passed", "hard_bin", "soft_bin", "test_time_ms"]
@@ -115,6 +108,8 @@ class HourlyStage(StageTask):
     """A stage with an `hour`; it reopens when a fab that was missing when it ran has delivered."""
 
     workflow = WORKFLOW
+    period_parameter = "hour"
+    partition_glob = "date=*/hour=*"
     hour = luigi.DateHourParameter()
 
     def partition(self) -> str:
@@ -135,6 +130,7 @@ class FabHour(HourlyStage):
     results.parquet (PTR) and tests.parquet (each source file's catalogue)."""
 
     stage = "fab_hour"
+    reads = (ConvertFile,)
     fab = luigi.Parameter()
 
     def partition(self) -> str:
@@ -184,7 +180,7 @@ def hour_of_files(conversions: list[dict], start: pd.Timestamp) -> tuple[pd.Data
         if sha in seen or not facts["wafers"] or not overlaps(facts, start):
             continue
         seen.add(sha)
-        folder = stage_dir("convert") / sha
+        folder = converted_folder(sha)
         parts = pd.read_parquet(folder / "parts.parquet")
         parts["recorded_start"] = part_starts(parts, facts)
         last = final_tests(parts)
@@ -252,6 +248,7 @@ class ReferenceStats(FabDayStage):
     fab has no earlier day: its first day is its own reference)."""
 
     stage = "reference"
+    reads = (ConvertFile,)
     workflow = WORKFLOW
 
     def folders(self) -> list[Path]:
@@ -267,7 +264,7 @@ class ReferenceStats(FabDayStage):
         converted = (read_json(Path(t.path)) for _, t in still_landed(files, targets))
         conversions = {c["input"]["sha256"]: c for c in converted}  # a resent file: once
         longs = [
-            harmonized_file(stage_dir("convert") / sha, self.fab)
+            harmonized_file(converted_folder(sha), self.fab)
             for sha, c in conversions.items()
             if c.get("status", "ok") == "ok" and c["file"]["wafers"]
         ]
@@ -297,6 +294,7 @@ class Normalize(HourlyStage):
     value in canonical units and its robust z against the fab's reference."""
 
     stage = "normalize"
+    reads = (FabHour, ReferenceStats)
 
     def fab_hours(self) -> list[FabHour]:
         """The recorded hours that can hold this UTC hour: the hour itself, and the hour shifted
@@ -386,6 +384,7 @@ class FeatureStore(HourlyStage):
     (empty when it tested nothing that hour); `_manifest.json` beside them."""
 
     stage = "feature_store"
+    reads = (Normalize,)
     manifest_name = "_manifest.json"
 
     def requires(self) -> Normalize:
@@ -423,6 +422,8 @@ class FabMergeHourly(HourlyStage):
     """The hour as RangeHourly runs it; `fab_merge_hourly/{tag}/date=D/hour=HH/manifest.json`."""
 
     stage = "merge"
+    folder_name = "fab_merge_hourly"
+    reads = (FeatureStore,)
 
     def requires(self) -> FeatureStore:
         return FeatureStore(hour=self.hour)
@@ -431,12 +432,3 @@ class FabMergeHourly(HourlyStage):
         store = FeatureStore(hour=self.hour).manifest()
         with self.publish() as (_, manifest):
             manifest.update(fabs=store["fabs"], missing_fabs=store["missing_fabs"], rows=store["rows"])
-
-    @classmethod
-    def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
-        """Which hours are complete, from one listing of the summaries (RangeHourly)."""
-        base = stage_dir("merge")
-        done = {p.parent.parent.name + p.parent.name for p in base.glob("date=*/hour=*/manifest.json")}
-        return [
-            h for h in parameter_tuples if f"date={h:%Y-%m-%d}hour={h:%H}" in done and cls(hour=h).complete()
-        ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import html
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,24 +30,17 @@ import pandas as pd
 
 from jobs.domain import quality
 from jobs.fab_merge import harmonized_file, test_names
+from jobs.files import read_json, write_json
+from jobs.ops import runtime
 from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
-from jobs.pipeline import lookback  # noqa: F401 - Range tools that say when a range is older than their look-back
+from jobs.pipeline.convert import ConvertFile, content_sha256, converted_folder
+from jobs.pipeline.landing import landed_files, landing_folders, still_landed
 from jobs.pipeline.settings import paths, quality_monitor, repo_file
-from jobs.pipeline.stages import (
-    ConvertFile,
-    FabDayStage,
-    StageTask,
-    content_sha256,
-    landed_files,
-    landing_folders,
-    read_json,
-    stage_dir,
-    still_landed,
-    write_json,
-)
+from jobs.pipeline.stages import FabDayStage, StageTask
 from jobs.wafer_yield import retrain_requests_dir
 
+runtime.install()
 WORKFLOW = "quality_monitor"
 SAMPLE = 50_000  # reference values kept per key parameter
 
@@ -75,6 +68,7 @@ class MonitorReference(FabDayStage):
     files that ran it) and key_values.parquet (test, value: a seeded sample per key parameter)."""
 
     stage = "monitor_reference"
+    reads = (ConvertFile,)
     workflow = WORKFLOW
 
     def run(self) -> Iterator[list[ConvertFile]]:
@@ -104,9 +98,7 @@ def catalogue_of(conversions: dict[str, dict]) -> pd.DataFrame:
     the program; one seen once is not required)."""
     frames = []
     for sha, conversion in conversions.items():
-        tests = pd.read_parquet(
-            stage_dir("convert") / sha / "tests.parquet", columns=["test_num", "test_txt"]
-        )
+        tests = pd.read_parquet(converted_folder(sha) / "tests.parquet", columns=["test_num", "test_txt"])
         frames.append(tests.assign(job=conversion["file"]["job"]))
     if not frames:
         return pd.DataFrame({"job": [], "test_num": [], "test_txt": [], "files": []})
@@ -120,7 +112,7 @@ def catalogue_of(conversions: dict[str, dict]) -> pd.DataFrame:
 def key_values(shas: list[tuple[str, str]], fab: str) -> pd.DataFrame:
     """Values of the key parameters in the files (sha256, landing day): a seeded sample per test."""
     keys = quality_monitor().key_test_list()
-    frames = [harmonized_file(stage_dir("convert") / sha, fab).assign(day=day) for sha, day in shas]
+    frames = [harmonized_file(converted_folder(sha), fab).assign(day=day) for sha, day in shas]
     if not frames:
         return pd.DataFrame({"test": [], "value": [], "day": []})
     values = pd.concat(frames, ignore_index=True)
@@ -141,7 +133,11 @@ class QualityMonitor(StageTask):
     """`quality_monitor/{tag}/date=D/window=HHMM/`: report.json, report.html and the manifest."""
 
     stage = "monitor"
+    folder_name = "quality_monitor"
+    reads = (MonitorReference,)
     workflow = WORKFLOW
+    period_parameter = "window"
+    partition_glob = "date=*/window=*"
     window = luigi.DateMinuteParameter(
         description="the window's start (UTC); it lasts [quality_monitor] window_minutes"
     )
@@ -232,13 +228,6 @@ class QualityMonitor(StageTask):
                 message = f"drift on {fab} {test}: {check.message}; retrain requested"
                 alert(WORKFLOW, self.task_id, "warning", message, key=f"drift {fab} {test}", **request)
 
-    @classmethod
-    def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
-        """Which windows are done, from one listing (RangeByMinutes)."""
-        base = stage_dir("monitor")
-        done = {p.parent.parent.name + p.parent.name for p in base.glob("date=*/window=*/manifest.json")}
-        return [w for w in parameter_tuples if f"date={w:%Y-%m-%d}window={w:%H%M}" in done]
-
 
 def _landed(path: Path) -> tuple[float, str, str] | None:
     """(upload time, name, sha256) of a landed file; None if it was just set aside."""
@@ -289,7 +278,7 @@ def check_file(fab: str, path: Path, conversion: dict[str, Any], context: Window
         )
         return {**checked, "checks": [check.as_dict()], "failed": [check.name]}
     sha, facts = conversion["input"]["sha256"], conversion["file"]
-    folder = stage_dir("convert") / sha
+    folder = converted_folder(sha)
     tests = pd.read_parquet(folder / "tests.parquet", columns=["test_num", "test_txt"])
     parts = pd.read_parquet(folder / "parts.parquet").rename(columns={"part_index": "part_key"})
     results = pd.read_parquet(folder / "results.parquet", columns=["part_index", "kind", "result"])

@@ -32,22 +32,16 @@ import pandas as pd
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.domain import quality
+from jobs.files import read_json, write_json
+from jobs.ops import runtime
 from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
-from jobs.pipeline import lookback  # noqa: F401 - Range tools that say when a range is older than their look-back
+from jobs.pipeline.convert import ConvertFile, converted_folder
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
-from jobs.pipeline.stages import (
-    ConvertFile,
-    StageTask,
-    is_ready,
-    landed_files,
-    landing_day,
-    read_json,
-    stage_dir,
-    still_landed,
-    write_json,
-)
+from jobs.pipeline.stages import StageTask
 
+runtime.install()
 WORKFLOW = "wafer_yield"
 
 
@@ -119,6 +113,8 @@ class IngestFab(DailyStage):
     final_test.parquet (the final-test units that landed that day), or an offline record."""
 
     stage = "ingest"
+    folder_name = "ingest"
+    reads = (ConvertFile,)
     fab = luigi.Parameter()
 
     def partition(self) -> str:
@@ -229,7 +225,7 @@ def ingest_files(readable: list[tuple[Path, dict]], work: Path) -> dict[str, Any
 
 def path_of(converted: dict[str, Any]) -> Path:
     """The conversion folder of a ConvertFile manifest."""
-    return stage_dir("convert") / converted["input"]["sha256"]
+    return converted_folder(converted["input"]["sha256"])
 
 
 def final_test_units(folders: list[Path]) -> tuple[pd.DataFrame, int]:
@@ -262,6 +258,7 @@ class QualityGate(DailyStage):
     """`quality/{tag}/date=D/report.json`: every check of jobs/domain/quality.py over the day's fabs."""
 
     stage = "quality"
+    reads = (IngestFab,)
 
     def requires(self) -> list[IngestFab]:
         return self.ingests()
@@ -292,6 +289,7 @@ class Features(DailyStage):
     """`features/{tag}/date=D/features.parquet`: one row per wafer-sort die of every fab present."""
 
     stage = "features"
+    reads = (IngestFab,)
 
     def requires(self) -> list[IngestFab]:
         return self.ingests()
@@ -373,6 +371,8 @@ class Train(DailyStage):
     reason there is none (quality gate, insufficient data)."""
 
     stage = "train"
+    folder_name = "models"
+    reads = (QualityGate, Features)
     resources = {"training": 1}  # noqa: RUF012 - luigi's own attribute
 
     def complete(self) -> bool:  # a decision stands: a late fab does not retrain a past day
@@ -462,6 +462,8 @@ class Validate(DailyStage):
     walk-forward backtest of the predictions made over the last days."""
 
     stage = "validate"
+    folder_name = "validation"
+    reads = (Train, "Deploy")  # the champion is the previous day's Deploy decision
 
     def complete(self) -> bool:
         return StageTask.complete(self)
@@ -514,6 +516,7 @@ class Deploy(DailyStage):
     """`deploy/{tag}/date=D/decision.json`: deployed, kept champion, or skipped, with numbers."""
 
     stage = "deploy"
+    reads = (Validate,)
 
     def complete(self) -> bool:
         return StageTask.complete(self)
@@ -614,6 +617,8 @@ class Score(DailyStage):
     `wafers.parquet` (yield forecast per wafer), by the production model as of that day."""
 
     stage = "score"
+    folder_name = "predictions"
+    reads = (Deploy, Features)
 
     def requires(self) -> dict[str, Any]:
         return {"features": Features(date=self.date), "deploy": Deploy(date=self.date)}
@@ -659,6 +664,8 @@ class WaferYieldDaily(DailyStage):
     """The day as the schedule runs it; `wafer_yield_daily/{tag}/date=D/manifest.json` is its summary."""
 
     stage = "daily"
+    folder_name = "wafer_yield_daily"
+    reads = (Score,)
 
     def requires(self) -> dict[str, Any]:
         return {"score": Score(date=self.date), "gate": QualityGate(date=self.date), "ingest": self.ingests()}
@@ -682,18 +689,3 @@ class WaferYieldDaily(DailyStage):
                 scored=score["status"],
                 low_yield_wafers=len(score.get("low_yield_wafers", [])),
             )
-
-    @classmethod
-    def bulk_complete(cls, parameter_tuples: Iterable[Any]) -> list[Any]:
-        """Which of these days are complete, from one listing of the summaries (RangeDaily)."""
-        base = stage_dir("daily")
-        done = (
-            {p.parent.name[len("date=") :] for p in base.glob("date=*/manifest.json")}
-            if base.exists()
-            else set()
-        )
-        complete = []
-        for date in parameter_tuples:
-            if f"{date:%Y-%m-%d}" in done and cls(date=date).complete():  # complete() only reads JSON
-                complete.append(date)
-        return complete

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import luigi.configuration
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-# The tests write STDF files just before converting them, whole: no waiting for them to settle
-# (tests/test_backoff.py sets [backoff] settle_seconds itself).
-luigi.configuration.get_config().set("backoff", "settle_seconds", "0")
-SHARED_STDF = REPO.parent / "shared" / "stdf"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import SHARED_STDF
 
 
 @pytest.fixture(scope="session")
@@ -39,71 +23,3 @@ def shared_stdf() -> Path:
 def lot2_bytes(shared_stdf: Path) -> bytes:
     """lot2 decompressed: a big-endian Teradyne wafer-sort file."""
     return gzip.decompress((shared_stdf / "lot2.stdf.gz").read_bytes())
-
-
-SORT_KEYS = ("part_index", "kind", "test_num", "pin_index", "bin_type", "head_num", "site_num", "bin_num")
-
-
-def read_pystdf(path: Path) -> list[tuple[str, dict]]:
-    """Every record plain pystdf 1.4 reads from a file, as (record type, fields)."""
-    from pystdf.IO import Parser
-
-    from jobs.stdf.source import open_stream
-
-    records: list[tuple[str, dict]] = []
-
-    class Sink:
-        def before_begin(self, source: object) -> None: ...
-        def before_complete(self, source: object) -> None: ...
-        def before_cancel(self, source: object, exc: object) -> None: ...
-
-        def before_send(self, source: object, data: tuple) -> None:
-            kind, fields = data
-            records.append((type(kind).__name__.upper(), dict(zip(kind.fieldNames, fields, strict=True))))
-
-    with open_stream(path) as stream:
-        parser = Parser(inp=stream)
-        parser.addSink(Sink())
-        parser.parse()
-    return records
-
-
-def canonical(table):
-    """A table with dictionary columns decoded and rows in a fixed order, for comparing engines.
-
-    Results are written as their parts settle, and the two engines deliver record batches at
-    different moments, so the same rows can come in a different order.
-    """
-    import pyarrow as pa
-
-    decoded = table.cast(
-        pa.schema(
-            [
-                pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
-                for f in table.schema
-            ]
-        )
-    )
-    keys = [name for name in SORT_KEYS if name in decoded.column_names]
-    return decoded.sort_by([(k, "ascending") for k in keys])
-
-
-@contextlib.contextmanager
-def luigi_settings(**sections: dict[str, object]) -> Iterator[None]:
-    """Set luigi.cfg values for a block (`paths={"root": ...}`), then restore the sections."""
-    import luigi.configuration
-
-    config = luigi.configuration.get_config()
-    saved = {s: dict(config.items(s)) if config.has_section(s) else None for s in sections}
-    try:
-        for section, values in sections.items():
-            for key, value in values.items():
-                config.set(section, key, str(value))
-        yield
-    finally:
-        for section, values in saved.items():
-            config.remove_section(section)
-            if values is not None:
-                config.add_section(section)
-                for key, value in values.items():
-                    config.set(section, key, value)

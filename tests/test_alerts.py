@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from jobs.ops.alerts import alert, read_alerts
-from tests.conftest import free_port, luigi_settings
+from tests.helpers import free_port, luigi_settings
 
 
 class Inbox:

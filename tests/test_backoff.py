@@ -17,10 +17,11 @@ import pytest
 import jobs.pipeline.backoff
 import jobs.stdf.source
 from jobs.pipeline.backoff import StillBeingWrittenError, retrying, with_retries
-from jobs.pipeline.stages import ConvertFile, landed_files
+from jobs.pipeline.convert import ConvertFile
+from jobs.pipeline.landing import landed_files
 from jobs.simulation.simulate import main as simulate
 from jobs.stdf import StdfReadError
-from tests.conftest import luigi_settings
+from tests.helpers import luigi_settings
 
 FAST = {"initial_seconds": 0.05, "jitter_seconds": 0.02, "max_seconds": 10, "attempts": 6}
 

@@ -29,7 +29,7 @@ import pytest
 from jobs.ops.history import INVOCATION_ENV, read_runs
 from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import IngestFab
-from tests.conftest import REPO, free_port, luigi_settings
+from tests.helpers import REPO, free_port, luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
 DAY = FIRST + dt.timedelta(days=1)  # its chain also decides FIRST (the champion comes from there)

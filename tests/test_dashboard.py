@@ -36,10 +36,10 @@ from jobs.ops.dashboard import (
     workflow_durations,
 )
 from jobs.ops.history import connect, read_runs
-from jobs.pipeline.stages import landed_files, landing_day
+from jobs.pipeline.landing import landed_files, landing_day
 from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import IngestFab, Validate, WaferYieldDaily
-from tests.conftest import REPO, luigi_settings
+from tests.helpers import REPO, luigi_settings
 
 CHARTS = [
     "runs_per_day",

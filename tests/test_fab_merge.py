@@ -24,7 +24,7 @@ from jobs.fab_merge import FabHour, FabMergeHourly, FeatureStore, Normalize
 from jobs.ops.alerts import read_alerts
 from jobs.pipeline.stages import stage_dir
 from jobs.simulation.simulate import main as simulate
-from tests.conftest import luigi_settings
+from tests.helpers import luigi_settings
 
 DAY0, DAY1 = dt.date(2026, 11, 10), dt.date(2026, 11, 11)
 FIRST_HOUR = dt.datetime(2026, 11, 11, 0)

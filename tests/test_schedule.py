@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.ops.schedules import CRON_BEGIN, SCHEDULES, crontab_text, merged_crontab, systemd_units
+from jobs.ops.schedules import CRON_BEGIN, crontab_text, merged_crontab, systemd_units
+from jobs.ops.workflows import WORKFLOWS
 from jobs.simulation.simulate import main as simulate
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port
 
 NOW = dt.datetime(2026, 11, 24, 3, 7, tzinfo=dt.UTC)
 CRON_TIMES = {"wafer-yield": "0 2 * * *", "fab-merge": "0 * * * *", "quality-monitor": "*/15 * * * *"}
@@ -27,7 +28,9 @@ CALENDARS = {
 
 
 def test_each_run_is_a_range_up_to_the_period_that_just_ended() -> None:
-    tails = {name: " ".join(s.command(NOW)[3:]) for name, s in SCHEDULES.items()}
+    tails = {
+        name.replace("_", "-"): " ".join(w.scheduled_command(NOW, 2)[3:]) for name, w in WORKFLOWS.items()
+    }
     common = "--now 1795489620 --workers 2"
     waiting = "--worker-keep-alive --worker-retry-external-tasks --scheduler-retry-delay 300"
     assert tails["wafer-yield"] == (

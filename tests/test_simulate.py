@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import stdf_convert
-from conftest import read_pystdf
 from sklearn.metrics import roc_auc_score
 
 from jobs.simulation import simulate
@@ -29,6 +28,7 @@ from jobs.simulation.simulate import (
     parse_ft_part_txt,
 )
 from jobs.stdf import read_stdf
+from tests.helpers import read_pystdf
 
 DAYS = ["2026-11-16", "2026-11-17", "2026-11-18"]
 SMALL = ["--start", DAYS[0], "--days", "3", "--fabs", "fab1,fab2", "--lots", "1", "--wafers", "3", "--quiet"]

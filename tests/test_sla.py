@@ -13,10 +13,11 @@ import pytest
 from jobs.ops import history
 from jobs.ops.alerts import read_alerts
 from jobs.ops.history import read_sla_misses
-from jobs.ops.sla import check, classify, main, period_starts, services
+from jobs.ops.sla import check, classify, main, period_starts
+from jobs.ops.workflows import WORKFLOWS
 from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import Score, WaferYieldDaily
-from tests.conftest import luigi_settings
+from tests.helpers import luigi_settings
 
 UTC = dt.UTC
 D1, D2, D3 = (dt.date(2026, 11, 10) + dt.timedelta(days=n) for n in range(3))
@@ -27,7 +28,7 @@ def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
 
 
 def test_deadlines_follow_luigi_cfg() -> None:
-    wafer, merge, monitor = (services()[w] for w in ("wafer_yield", "fab_merge", "quality_monitor"))
+    wafer, merge, monitor = (WORKFLOWS[w] for w in ("wafer_yield", "fab_merge", "quality_monitor"))
     assert wafer.deadline(at(D1, 0)) == at(D2, 6)  # the 02:00 run the next morning, 4 hours
     assert merge.deadline(at(D1, 13)) == at(D1, 16)  # 2 hours after the hour ends
     assert monitor.deadline(at(D1, 13, 15)) == at(D1, 13, 45)  # 15 minutes after the window ends
@@ -36,11 +37,11 @@ def test_deadlines_follow_luigi_cfg() -> None:
 
 
 def test_periods_due_are_those_whose_deadline_passed_within_the_lookback() -> None:
-    merge = services()["fab_merge"]
+    merge = WORKFLOWS["fab_merge"]
     starts = period_starts(merge, now=at(D2, 5, 30), lookback=dt.timedelta(hours=3))
     # deadlines 03:00, 04:00, 05:00 fall in (02:30, 05:30]: hours 00, 01, 02
     assert starts == [at(D2, 0), at(D2, 1), at(D2, 2)]
-    wafer = services()["wafer_yield"]
+    wafer = WORKFLOWS["wafer_yield"]
     day_before = D1 - dt.timedelta(days=1)
     assert period_starts(wafer, now=at(D2, 5, 59), lookback=dt.timedelta(hours=24)) == [at(day_before, 0)]
     assert period_starts(wafer, now=at(D2, 6), lookback=dt.timedelta(hours=1)) == [at(D1, 0)]
@@ -96,12 +97,12 @@ def test_an_sla_miss_alerts_exactly_once(floor: Path) -> None:
 
 def test_a_run_still_going_past_its_deadline_is_reported_as_such(floor: Path) -> None:
     score = Score(date=D3)
-    history._record_start(score)  # the real handler: a RUNNING row for this process
+    history.record_start(score)  # the real handler: a RUNNING row for this process
     try:
         (miss,) = check(now=at(D3 + dt.timedelta(days=1), 6, 1))
         assert (miss.period, miss.reason) == (str(D3), "still running")
     finally:
-        history._record_failure(score, RuntimeError("stopped by the test"))
+        history.record_failure(score, RuntimeError("stopped by the test"))
     runs = history.read_runs()
     assert runs[runs["task_id"] == score.task_id]["status"].tolist() == ["FAILED"]
     assert runs[runs["pid"] == os.getpid()]["effective_status"].tolist().count("RUNNING") == 0

@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import canonical
 
 from jobs.stdf import TABLES, StdfReadError, convert_stdf, read_stdf
 from jobs.stdf.source import walk_records
+from tests.helpers import canonical
 
 # Facts from ../shared/stdf/README.md
 EXPECTED = {

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import canonical
 
 from jobs.simulation.simulate import main as simulate
 from jobs.stdf import TABLES, StdfReadError, read_stdf
+from tests.helpers import canonical
 
 DAY = "2026-11-17"
 

@@ -10,9 +10,10 @@ import luigi
 import luigi.configuration
 import pytest
 
-from jobs.pipeline.stages import ConvertFile, content_sha256, landed_files
+from jobs.pipeline.convert import ConvertFile, content_sha256
+from jobs.pipeline.landing import landed_files
 from jobs.simulation.simulate import main as simulate
-from tests.conftest import luigi_settings
+from tests.helpers import luigi_settings
 
 DAY = "2026-11-18"
 

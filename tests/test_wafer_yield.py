@@ -20,9 +20,10 @@ from luigi.task_register import Register
 from luigi.tools.range import RangeDaily
 
 from jobs.domain.model import load_model, production
+from jobs.files import read_json
 from jobs.ops.alerts import read_alerts
 from jobs.pipeline.lookback import RangeOutsideLookBack
-from jobs.pipeline.stages import read_json, stage_dir
+from jobs.pipeline.stages import stage_dir
 from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import (
     Deploy,
@@ -36,7 +37,7 @@ from jobs.wafer_yield import (
     landing_day,
     registry,
 )
-from tests.conftest import luigi_settings
+from tests.helpers import luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range(7)]

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 import stdf_convert
-from conftest import read_pystdf
 from pystdf import V4
 
 from jobs.stdf.records import ARRAY_COUNTS, KNOWN_RECORD_TYPES, LAYOUTS, RECORD_CODES
@@ -27,6 +26,7 @@ from jobs.stdf.writer import (
     pack_records,
     record_offsets,
 )
+from tests.helpers import read_pystdf
 
 # One record of every type, with values in every field (arrays non-empty, strings non-empty).
 SAMPLES: list[tuple[str, dict[str, Any]]] = [

@@ -103,8 +103,7 @@ def _send(record: dict[str, Any]) -> None:
             logger.error("alert webhook %s did not take the alert: %s", settings.webhook_url, error)
 
 
-@luigi.Task.event_handler(luigi.Event.FAILURE)
-def _alert_failure(task: luigi.Task, exception: BaseException) -> None:
+def alert_failure(task: luigi.Task, exception: BaseException) -> None:
     """Every failed task alerts; a task family failing day after day in a backfill mails once per
     cooldown (and is recorded every time)."""
     message = f"{task.task_family} failed: {type(exception).__name__}: {exception}"[:500]
@@ -112,8 +111,7 @@ def _alert_failure(task: luigi.Task, exception: BaseException) -> None:
     alert(workflow, task.task_id, "error", message, key=f"failed {task.task_family}")
 
 
-@luigi.Task.event_handler(luigi.Event.PROCESS_FAILURE)
-def _alert_process_failure(task: luigi.Task, error: str) -> None:
+def alert_process_failure(task: luigi.Task, error: str) -> None:
     """The worker process running the task died (killed, out of memory)."""
     workflow = getattr(task, "workflow", "") or task.task_module
     message = f"{task.task_family}: {error}"[:500]

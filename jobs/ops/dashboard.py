@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from jobs.ops.alerts import SEVERITIES, alerts_file, read_alerts
 from jobs.ops.history import history_file, read_runs, read_sla_misses
+from jobs.ops.workflows import WORKFLOWS
 from jobs.pipeline.settings import paths
 
 STATUSES = ("DONE", "FAILED", "KILLED", "RUNNING")
@@ -53,9 +54,7 @@ class Summary(NamedTuple):
 
 
 def sla_budgets() -> dict[str, Summary]:
-    from jobs.ops.sla import services  # imports the workflows' settings; only needed when rendering
-
-    return {name: Summary(s.family, s.budget()) for name, s in services().items()}
+    return {name: Summary(w.summary_task, w.budget()) for name, w in WORKFLOWS.items()}
 
 
 # --- the figures: plain functions on DataFrames ------------------------------------------------

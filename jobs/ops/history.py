@@ -87,8 +87,7 @@ def _workflow(task: luigi.Task) -> str:
     return getattr(task, "workflow", "") or ""
 
 
-@luigi.Task.event_handler(luigi.Event.START)
-def _record_start(task: luigi.Task) -> None:
+def record_start(task: luigi.Task) -> None:
     """Insert a RUNNING row; a task resumed after its dynamic dependencies keeps its first row."""
     try:
         invocation = os.environ[INVOCATION_ENV]
@@ -111,13 +110,11 @@ def _record_start(task: luigi.Task) -> None:
         logger.error("run history: could not record the start of %s: %s", task.task_id, error)
 
 
-@luigi.Task.event_handler(luigi.Event.SUCCESS)
-def _record_success(task: luigi.Task) -> None:
+def record_success(task: luigi.Task) -> None:
     _finish(task, "DONE", None)
 
 
-@luigi.Task.event_handler(luigi.Event.FAILURE)
-def _record_failure(task: luigi.Task, exception: BaseException) -> None:
+def record_failure(task: luigi.Task, exception: BaseException) -> None:
     _finish(task, "FAILED", f"{type(exception).__name__}: {exception}"[:2000])
 
 

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.files import read_json, write_json
 from jobs.pipeline.settings import paths
-from jobs.pipeline.stages import read_json, write_json
 
 REASON_SUFFIX = ".reason.json"
 

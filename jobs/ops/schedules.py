@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import luigi
@@ -28,84 +27,13 @@ import luigi.configuration
 
 from jobs.ops import sla
 from jobs.ops.luigid import DEFAULT_ADDRESS, DEFAULT_PORT, api_answers, base_url
-from jobs.pipeline.settings import paths
+from jobs.ops.workflows import WORKFLOWS, workflow
+from jobs.pipeline.settings import paths, schedule
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "scripts" / "schedules"
 CRON_BEGIN, CRON_END = "# >>> stdf-jobs schedules >>>", "# <<< stdf-jobs schedules <<<"
 EXIT_SCHEDULER_DOWN = 35  # [retcode] scheduling_error
-
-
-class schedule(luigi.Config):  # noqa: N801 - the luigi.cfg section
-    wafer_yield_days = luigi.IntParameter(default=14, description="days each nightly run looks back")
-    fab_merge_hours = luigi.IntParameter(default=48, description="hours each hourly run looks back")
-    quality_monitor_hours = luigi.IntParameter(default=6, description="hours each monitor run looks back")
-    workers = luigi.IntParameter(default=2, description="luigi workers of a scheduled run")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    name: str
-    module: str
-    range_args: tuple[str, ...]  # the Range tool, its --of and its own options
-    period: dt.timedelta
-    extra: tuple[str, ...] = ()
-
-    def window(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-        """[start, stop) of the periods a run at `now` covers: up to the last one that ended."""
-        settings = schedule()
-        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        stop = epoch + ((now - epoch) // self.period) * self.period
-        back = {
-            "wafer-yield": dt.timedelta(days=settings.wafer_yield_days),
-            "fab-merge": dt.timedelta(hours=settings.fab_merge_hours),
-            "quality-monitor": dt.timedelta(hours=settings.quality_monitor_hours),
-        }[self.name]
-        return stop - back, stop
-
-    def command(self, now: dt.datetime) -> list[str]:
-        """The luigi command line of a run at `now` (UTC)."""
-        start, stop = self.window(now)
-        fmt = {"RangeDaily": "%Y-%m-%d", "RangeHourly": "%Y-%m-%dT%H", "RangeByMinutes": "%Y-%m-%dT%H%M"}
-        form = fmt[self.range_args[0]]
-        return [
-            sys.executable, "-m", "luigi", "--module", self.module, *self.range_args,
-            "--start", f"{start:{form}}", "--stop", f"{stop:{form}}", "--now", str(int(now.timestamp())),
-            "--workers", str(schedule().workers), *self.extra,
-        ]  # fmt: skip
-
-
-# Wait for fabs that have not delivered yet, re-checking every 5 minutes, until their deadline
-# ([wafer_yield] landing_deadline_hours, [merge] deadline_hours) lets the period go on without them.
-WAIT_FOR_LATE_FABS = (
-    "--worker-keep-alive", "--worker-retry-external-tasks", "--scheduler-retry-delay", "300",
-)  # fmt: skip
-
-SCHEDULES = {
-    s.name: s
-    for s in (
-        Schedule(
-            "wafer-yield",
-            "jobs.wafer_yield",
-            ("RangeDaily", "--of", "WaferYieldDaily"),
-            dt.timedelta(days=1),
-            WAIT_FOR_LATE_FABS,
-        ),
-        Schedule(
-            "fab-merge",
-            "jobs.fab_merge",
-            ("RangeHourly", "--of", "FabMergeHourly"),
-            dt.timedelta(hours=1),
-            WAIT_FOR_LATE_FABS,
-        ),
-        Schedule(
-            "quality-monitor",
-            "jobs.quality_monitor",
-            ("RangeByMinutes", "--of", "QualityMonitor", "--minutes-interval", "15"),
-            dt.timedelta(minutes=15),
-        ),
-    )
-}
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -115,7 +43,7 @@ def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: l
     """One scheduled run: SLA check, the Range command, SLA check; luigi's exit code. `now`
     replays a run as of that time (default: the clock)."""
     started = now or dt.datetime.now(dt.UTC)
-    command = SCHEDULES[name].command(started)
+    command = workflow(name).scheduled_command(started, schedule().workers)
     if local_scheduler:
         command.append("--local-scheduler")
     else:
@@ -236,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/schedule", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="action", required=True)
     run_parser = commands.add_parser("run", help="one scheduled run (what cron/systemd start)")
-    run_parser.add_argument("workflow", choices=sorted(SCHEDULES))
+    run_parser.add_argument("workflow", choices=sorted(n.replace("_", "-") for n in WORKFLOWS))
     run_parser.add_argument("--now", type=parse_now, help="as of this UTC time (ISO): redo a night")
     run_parser.add_argument("--local-scheduler", action="store_true", help="without luigid")
     run_parser.add_argument("luigi_args", nargs="*", help="after --: more luigi options, e.g. -- --workers 4")

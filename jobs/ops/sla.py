@@ -20,69 +20,11 @@ from dataclasses import dataclass
 
 import luigi
 import pandas as pd
-from luigi.task_register import Register
 
 from jobs.ops.alerts import alert
 from jobs.ops.history import connect, read_runs
-from jobs.pipeline.settings import comma_list
-
-
-class sla(luigi.Config):  # noqa: N801 - the luigi.cfg section
-    wafer_yield_start = luigi.Parameter(default="02:00", description="UTC time of the day's run, next day")
-    wafer_yield_hours = luigi.FloatParameter(default=4.0, description="hours it may take")
-    fab_merge_hours = luigi.FloatParameter(default=2.0, description="hours after the hour ends")
-    quality_monitor_minutes = luigi.FloatParameter(default=15.0, description="minutes after the window ends")
-    lookback_hours = luigi.FloatParameter(default=48.0, description="deadlines checked, back from now")
-    workflows = luigi.Parameter(
-        default="wafer_yield,fab_merge,quality_monitor", description="the workflows this site schedules"
-    )
-
-
-@dataclass(frozen=True)
-class Service:
-    """A workflow's summary task, its period parameter and how its deadline follows from it."""
-
-    workflow: str
-    family: str
-    param: str
-    period: dt.timedelta  # how long one period lasts
-
-    def scheduled_start(self, start: dt.datetime) -> dt.datetime:
-        """When the schedule starts the run for the period beginning at `start` (UTC)."""
-        end = start + self.period
-        if self.workflow == "wafer_yield":
-            clock = dt.time.fromisoformat(sla().wafer_yield_start)
-            return dt.datetime.combine(end.date(), clock, tzinfo=dt.UTC)
-        return end
-
-    def budget(self) -> dt.timedelta:
-        """How long after its scheduled start the run may take."""
-        settings = sla()
-        return {
-            "wafer_yield": dt.timedelta(hours=settings.wafer_yield_hours),
-            "fab_merge": dt.timedelta(hours=settings.fab_merge_hours),
-            "quality_monitor": dt.timedelta(minutes=settings.quality_monitor_minutes),
-        }[self.workflow]
-
-    def deadline(self, start: dt.datetime) -> dt.datetime:
-        return self.scheduled_start(start) + self.budget()
-
-
-def window() -> dt.timedelta:
-    from jobs.pipeline.settings import quality_monitor
-
-    return dt.timedelta(minutes=quality_monitor().window_minutes)
-
-
-def services() -> dict[str, Service]:
-    from jobs import fab_merge, quality_monitor, wafer_yield  # noqa: F401 - registers the summary tasks
-
-    return {
-        "wafer_yield": Service("wafer_yield", "WaferYieldDaily", "date", dt.timedelta(days=1)),
-        "fab_merge": Service("fab_merge", "FabMergeHourly", "hour", dt.timedelta(hours=1)),
-        "quality_monitor": Service("quality_monitor", "QualityMonitor", "window", window()),
-    }
-
+from jobs.ops.workflows import Workflow, workflow
+from jobs.pipeline.settings import comma_list, sla
 
 # --- the check ----------------------------------------------------------------------------------
 
@@ -113,9 +55,9 @@ def classify(
     return "not done, nothing running"
 
 
-def period_starts(service: Service, now: dt.datetime, lookback: dt.timedelta) -> list[dt.datetime]:
+def period_starts(service: Workflow, now: dt.datetime, lookback: dt.timedelta) -> list[dt.datetime]:
     """Starts of the periods whose deadline passed within `lookback` before `now`."""
-    step = service.period
+    step = service.period()
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     first = now - lookback - service.deadline(epoch) + epoch - step
     start = epoch + ((first - epoch) // step) * step
@@ -132,14 +74,15 @@ def find_misses(now: dt.datetime, runs: pd.DataFrame) -> list[Miss]:
     lookback = dt.timedelta(hours=sla().lookback_hours)
     misses = []
     for name in comma_list(sla().workflows):
-        service = services()[name]
-        summary = Register.get_task_cls(service.family)
-        param = getattr(summary, service.param)
-        ours = runs[runs["workflow"] == service.workflow]
-        period_of = pd.Series([json.loads(p).get(service.param) for p in ours["params"]], index=ours.index)
+        service = workflow(name)
+        summary = service.summary_class()
+        param_name = service.period_parameter
+        param = getattr(summary, param_name)
+        ours = runs[runs["workflow"] == service.name]
+        period_of = pd.Series([json.loads(p).get(param_name) for p in ours["params"]], index=ours.index)
         for start in period_starts(service, now, lookback):
-            task = summary(**{service.param: param.normalize(_param_value(service, start))})
-            period = task.to_str_params()[service.param]
+            task = summary(**{param_name: param.normalize(_param_value(service, start))})
+            period = task.to_str_params()[param_name]
             mine = ours[period_of == period]
             reason = classify(
                 service.deadline(start),
@@ -149,13 +92,13 @@ def find_misses(now: dt.datetime, runs: pd.DataFrame) -> list[Miss]:
                 _last_failure(mine),
             )
             if reason:
-                misses.append(Miss(service.workflow, period, service.deadline(start), reason))
+                misses.append(Miss(service.name, period, service.deadline(start), reason))
     return misses
 
 
-def _param_value(service: Service, start: dt.datetime) -> dt.date | dt.datetime:
+def _param_value(service: Workflow, start: dt.datetime) -> dt.date | dt.datetime:
     naive = start.replace(tzinfo=None)  # luigi's date parameters are naive UTC
-    return naive.date() if service.param == "date" else naive
+    return naive.date() if service.period_parameter == "date" else naive
 
 
 def _done_at(task: luigi.Task, mine: pd.DataFrame) -> dt.datetime | None:

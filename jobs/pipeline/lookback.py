@@ -2,7 +2,8 @@
 
 RangeDaily, RangeHourly and RangeByMinutes only consider the last `days_back` / `hours_back` /
 `minutes_back` (luigi.cfg sets these to more than a year); an older `--start` was silently
-clamped, so a backfill of an old range printed "Did not run any tasks". Here such a range also
+clamped, so a backfill of an old range printed "Did not run any tasks". Once installed (see
+jobs/ops/runtime.py), such a range also
 requires a `RangeOutsideLookBack` task that is never complete: the run logs one line saying which
 option to raise, luigi's summary lists the missing range, and the exit code is non-zero.
 """
@@ -65,4 +66,6 @@ def _requires_with_look_back_check(self: luigi_range.RangeBase) -> list[luigi.Ta
     return [*tasks, outside]
 
 
-luigi_range.RangeBase.requires = _requires_with_look_back_check
+def install() -> None:
+    """Make luigi's Range tools report a range older than their look-back (idempotent)."""
+    luigi_range.RangeBase.requires = _requires_with_look_back_check

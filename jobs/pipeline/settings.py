@@ -42,7 +42,7 @@ class stdf(luigi.Config):  # noqa: N801
 
 
 class versions(luigi.Config):  # noqa: N801
-    """Stage versions; see `version_tag` for how they appear in output paths."""
+    """Stage versions; see jobs/pipeline/stages.py for how they appear in output paths."""
 
     convert = luigi.IntParameter(default=1)
     ingest = luigi.IntParameter(default=1)
@@ -60,50 +60,6 @@ class versions(luigi.Config):  # noqa: N801
     merge = luigi.IntParameter(default=1)
     monitor_reference = luigi.IntParameter(default=1)
     monitor = luigi.IntParameter(default=1)
-
-
-# Which stages each stage reads, directly. A stage's output path carries its own version and
-# those of every stage upstream of it, so bumping one version moves that stage and everything
-# downstream to fresh paths (a Range rerun recomputes them) and leaves everything upstream alone.
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "convert": (),
-    "ingest": ("convert",),
-    "quality": ("ingest",),
-    "features": ("ingest",),
-    "train": ("quality", "features"),
-    "validate": ("train", "deploy"),  # the champion is the previous day's Deploy decision
-    "deploy": ("validate",),
-    "score": ("deploy", "features"),
-    "daily": ("score",),
-    "fab_hour": ("convert",),
-    "reference": ("convert",),
-    "normalize": ("fab_hour", "reference"),
-    "feature_store": ("normalize",),
-    "merge": ("feature_store",),
-    "monitor_reference": ("convert",),
-    "monitor": ("monitor_reference",),
-}
-
-
-def lineage(stage: str) -> list[str]:
-    """`stage` and every stage upstream of it, in pipeline order."""
-    seen = {stage}
-    todo = [stage]
-    while todo:
-        for parent in UPSTREAM[todo.pop()]:
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return [s for s in UPSTREAM if s in seen]
-
-
-def version_tag(stage: str) -> str:
-    """'v' and the versions of `stage`'s lineage, dot-joined in pipeline order.
-
-    E.g. features -> 'v1.1.2' for convert 1, ingest 1, features 2 (the last number is always
-    the stage's own version)."""
-    current = versions()
-    return "v" + ".".join(str(getattr(current, s)) for s in lineage(stage))
 
 
 class wafer_yield(luigi.Config):  # noqa: N801
@@ -194,3 +150,21 @@ class quality_gate(luigi.Config):  # noqa: N801
     max_nonfinite_share = luigi.FloatParameter(default=0.001, description="NaN/inf parametric results")
     max_abs_coord = luigi.IntParameter(default=500, description="die coordinates beyond it are implausible")
     max_test_time_ms = luigi.IntParameter(default=600000)
+
+
+class sla(luigi.Config):  # noqa: N801 - the luigi.cfg section
+    wafer_yield_start = luigi.Parameter(default="02:00", description="UTC time of the day's run, next day")
+    wafer_yield_hours = luigi.FloatParameter(default=4.0, description="hours it may take")
+    fab_merge_hours = luigi.FloatParameter(default=2.0, description="hours after the hour ends")
+    quality_monitor_minutes = luigi.FloatParameter(default=15.0, description="minutes after the window ends")
+    lookback_hours = luigi.FloatParameter(default=48.0, description="deadlines checked, back from now")
+    workflows = luigi.Parameter(
+        default="wafer_yield,fab_merge,quality_monitor", description="the workflows this site schedules"
+    )
+
+
+class schedule(luigi.Config):  # noqa: N801 - the luigi.cfg section
+    wafer_yield_days = luigi.IntParameter(default=14, description="days each nightly run looks back")
+    fab_merge_hours = luigi.IntParameter(default=48, description="hours each hourly run looks back")
+    quality_monitor_hours = luigi.IntParameter(default=6, description="hours each monitor run looks back")
+    workers = luigi.IntParameter(default=2, description="luigi workers of a scheduled run")

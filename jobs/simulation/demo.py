@@ -21,11 +21,13 @@ import luigi.configuration
 from luigi.tools.range import RangeDaily, RangeHourly
 
 from jobs.fab_merge import FabMergeHourly
+from jobs.files import read_json
 from jobs.ops.alerts import alerts_file
 from jobs.ops.dashboard import render as render_dashboard
+from jobs.pipeline.landing import is_ready
 from jobs.pipeline.settings import merge as merge_settings
 from jobs.pipeline.settings import paths, wafer_yield
-from jobs.pipeline.stages import is_ready, read_json, stage_dir
+from jobs.pipeline.stages import stage_dir
 from jobs.simulation.simulate import main as simulate_main
 from jobs.wafer_yield import WaferYieldDaily
 

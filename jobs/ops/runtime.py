@@ -1,0 +1,25 @@
+"""What every workflow installs into luigi when it is imported, in one place: the event handlers
+that time stages, keep the run history and alert failures, and the Range look-back check.
+Installing twice changes nothing (luigi keeps its handlers in sets)."""
+
+from __future__ import annotations
+
+import luigi
+
+from jobs.ops import alerts, history
+from jobs.pipeline import lookback, stages
+
+HANDLERS = (
+    (luigi.Event.START, stages.note_start),  # first: the manifests' `seconds` start here
+    (luigi.Event.START, history.record_start),
+    (luigi.Event.SUCCESS, history.record_success),
+    (luigi.Event.FAILURE, history.record_failure),
+    (luigi.Event.FAILURE, alerts.alert_failure),
+    (luigi.Event.PROCESS_FAILURE, alerts.alert_process_failure),
+)
+
+
+def install() -> None:
+    for event, handler in HANDLERS:
+        luigi.Task.event_handler(event)(handler)
+    lookback.install()
