@@ -6,7 +6,9 @@ the history is the same under the local scheduler (`scripts/demo`) and under lui
 check (`jobs/ops/sla.py`) records its misses in the same file, and `scripts/dashboard` reads it.
 
 A run killed with SIGKILL stays RUNNING here; `effective_status` reports it as KILLED once its
-process is gone.
+process is gone. A task suspended for its dynamic dependencies is SUSPENDED until it runs again
+(RUNNING, in the same row); one that found its output made by another process while it waited
+for the task's lock (jobs/pipeline/locks.py) is SKIPPED.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER NOT NULL,
     started TEXT NOT NULL,      -- ISO UTC
     finished TEXT,
-    status TEXT NOT NULL,       -- RUNNING, DONE, FAILED
+    status TEXT NOT NULL,       -- RUNNING, DONE, FAILED, SUSPENDED, SKIPPED (done by another process)
     seconds REAL,
     rows INTEGER,               -- rows written: the dies, where the manifest counts them
     bytes INTEGER,              -- bytes read (the manifest's inputs)
@@ -93,11 +95,14 @@ def record_start(task: luigi.Task) -> None:
         invocation = os.environ[INVOCATION_ENV]
         with connect() as con:
             row = con.execute(
-                "SELECT id FROM runs WHERE invocation=? AND task_id=? AND status='RUNNING'",
+                "SELECT id FROM runs WHERE invocation=? AND task_id=? AND status IN ('RUNNING', 'SUSPENDED')",
                 (invocation, task.task_id),
             ).fetchone()
             if row:
-                con.execute("UPDATE runs SET pid=? WHERE id=?", (os.getpid(), row[0]))
+                con.execute(
+                    "UPDATE runs SET pid=?, status='RUNNING', finished=NULL, seconds=NULL WHERE id=?",
+                    (os.getpid(), row[0]),
+                )
                 return
             params = json.dumps(task.to_str_params(only_significant=True))
             con.execute(
@@ -116,6 +121,18 @@ def record_success(task: luigi.Task) -> None:
 
 def record_failure(task: luigi.Task, exception: BaseException) -> None:
     _finish(task, "FAILED", f"{type(exception).__name__}: {exception}"[:2000])
+
+
+def record_suspended(task: luigi.Task) -> None:
+    """The task yielded dynamic dependencies that are not done: its process ends, and the task
+    runs again (from the top) once they are."""
+    _finish(task, "SUSPENDED", None)
+
+
+def record_done_elsewhere(task: luigi.Task) -> None:
+    """Another process ran the task while this one waited for its lock: not run here (luigi's
+    SUCCESS that follows finds no RUNNING row, and leaves this one)."""
+    _finish(task, "SKIPPED", None)
 
 
 def _finish(task: luigi.Task, status: str, error: str | None) -> None:

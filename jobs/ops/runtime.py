@@ -7,7 +7,7 @@ from __future__ import annotations
 import luigi
 
 from jobs.ops import alerts, history
-from jobs.pipeline import lookback, stages
+from jobs.pipeline import locks, lookback, stages
 
 HANDLERS = (
     (luigi.Event.START, stages.note_start),  # first: the manifests' `seconds` start here
@@ -16,6 +16,8 @@ HANDLERS = (
     (luigi.Event.FAILURE, history.record_failure),
     (luigi.Event.FAILURE, alerts.alert_failure),
     (luigi.Event.PROCESS_FAILURE, alerts.alert_process_failure),
+    (locks.SUSPENDED, history.record_suspended),
+    (locks.DONE_ELSEWHERE, history.record_done_elsewhere),
 )
 
 

@@ -20,6 +20,7 @@ import luigi
 
 from jobs import __version__
 from jobs.files import read_json, staged_folder, write_json
+from jobs.pipeline import locks
 from jobs.pipeline.settings import paths, versions
 
 # Every versioned stage class, by version key, in definition order: the order of the numbers in
@@ -29,7 +30,8 @@ STAGES: dict[str, type[Versioned]] = {}
 
 class Versioned:
     """A stage's declaration: `stage` (its [versions] key), `folder_name` (default: the key) and
-    `reads` (the stage classes it reads, or their task family names for ones defined later)."""
+    `reads` (the stage classes it reads, or their task family names for ones defined later).
+    Its `run()` runs under the lock of its output folder (jobs/pipeline/locks.py)."""
 
     stage: ClassVar[str]
     folder_name: ClassVar[str] = ""
@@ -43,6 +45,7 @@ class Versioned:
                     f"stage key {cls.stage!r} of {cls.__name__} is {STAGES[cls.stage].__name__}'s"
                 )
             STAGES[cls.stage] = cls
+        locks.install(cls)  # one writer per output folder, whatever the scheduler
 
     @classmethod
     def upstream(cls) -> list[type[Versioned]]:
