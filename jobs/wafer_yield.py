@@ -576,14 +576,20 @@ class Deploy(DailyStage):
 
     def _promote(self, record: dict[str, Any]) -> bool:
         """Point production at the new model, unless a later day's decision already moved it (a
-        backfill of an old day must not roll production back)."""
-        current = yield_model.production(registry())
-        if current and current["record"].get("date", "") > str(self.date):
+        backfill of an old day must not roll production back) or this one did before a kill;
+        decided under the registry's lock. Production then runs the registry's copy."""
+        model, day = record["production_after"], str(self.date)
+
+        def stays(current: dict[str, Any] | None) -> bool:
+            return current is not None and (
+                current["record"].get("date", "") > day or current["record"].get("sha256") == model["sha256"]
+            )
+
+        kept = {"date": day, "sha256": model["sha256"], "why": record["why"]}
+        after = yield_model.promote(registry(), Path(model["folder"]), kept, unless=stays)
+        if after["record"].get("sha256") != model["sha256"]:
             return False
-        model = record["production_after"]
-        if not (current and current["record"].get("sha256") == model["sha256"]):  # else: rerun after a kill
-            kept = {"date": str(self.date), "sha256": model["sha256"], "why": record["why"]}
-            yield_model.promote(registry(), Path(model["folder"]), kept)
+        record["production_after"] = {**model, "folder": after["model"]}
         return True
 
 

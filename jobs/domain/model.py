@@ -7,7 +7,7 @@
     evaluate(model, df) / evaluate_scores(y, p, wafers) / score_predictions(predictions, labels)
     wafer_forecast(scored)                    -> per wafer: expected final-test and overall yield
     save_model / load_model                   -> joblib + model.json (sha256 checked on load)
-    promote / rollback / production           -> registry/production.json + history.jsonl
+    promote / rollback / production           -> registry/production.json + history.jsonl (+ models/)
 
 Who is trained on: dies with a final-test label that passed wafer sort (only those go to final
 test). Calibration: the forest is grown with balanced class weights (about 6% of dies fail
@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
+from jobs.files import staged_folder, write_bytes
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
@@ -493,26 +494,68 @@ def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in pointer.items() if k != "previous"}
 
 
-def promote(registry: Path, model_folder: Path, record: dict[str, Any]) -> None:
-    """Make `model_folder` the production model; the replaced pointer is kept for rollback.
+def promote(
+    registry: Path,
+    model_folder: Path,
+    record: dict[str, Any],
+    unless: Callable[[dict[str, Any] | None], bool] | None = None,
+) -> dict[str, Any]:
+    """Make the model saved in `model_folder` the production model, unless `unless(current
+    pointer)` says otherwise (asked under the registry's lock, so promotions are serialised);
+    the replaced pointer is kept for rollback. Returns the production pointer after the call.
 
-    production.json is replaced atomically (temporary file + os.replace), and the promotion is
-    appended to history.jsonl. `record` is whatever the caller wants kept (date, metrics, reason).
+    The model is copied into `registry/models/{sha256}/` first and the pointer names that copy:
+    a rerun that replaces the folder it was trained in never takes a pointer's model away.
+    production.json is replaced atomically, then the promotion is appended to history.jsonl;
+    a pointer whose history line a kill prevented is recorded by the next promotion or rollback.
+    `record` is whatever the caller wants kept (date, metrics, reason).
     """
     registry, model_folder = Path(registry), Path(model_folder).resolve()
     if not (model_folder / META_FILE).is_file():
         raise FileNotFoundError(f"cannot promote {model_folder}: no {META_FILE} (not a saved model)")
     with _locked(registry):
-        current = production(registry)
+        current = _recorded(registry)
+        if unless is not None and unless(current):
+            return current
         previous = [] if current is None else [_pointer(current), *current.get("previous", [])]
         pointer = {
-            "model": str(model_folder),
+            "model": str(_stored(registry, model_folder)),
             "record": record,
             "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "previous": previous[:KEEP_PREVIOUS],
         }
         _write_atomic(registry / PRODUCTION, _json_bytes(pointer))
         _append_history(registry, {"event": "promote", **_pointer(pointer)})
+        return pointer
+
+
+def _stored(registry: Path, model_folder: Path) -> Path:
+    """The registry's own copy of a saved model, `registry/models/{sha256}/` (made once, whole,
+    flushed to disk, its sha256 checked)."""
+    meta = json.loads((model_folder / META_FILE).read_text())
+    target = registry / "models" / meta["sha256"]
+    if (target / META_FILE).is_file():
+        return target
+    data = (model_folder / meta.get("file", MODEL_FILE)).read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise ModelIntegrityError(f"{model_folder}: the model file does not match its {META_FILE}")
+    with staged_folder(target) as work:
+        write_bytes(work / meta.get("file", MODEL_FILE), data, durable=True)
+        write_bytes(work / META_FILE, (model_folder / META_FILE).read_bytes(), durable=True)
+    return target
+
+
+def _recorded(registry: Path) -> dict[str, Any] | None:
+    """The production pointer, after appending its history line if a kill between writing the
+    pointer and its line left it out (the registry's lock is held)."""
+    current = production(registry)
+    history = registry / HISTORY
+    lines = history.read_text().splitlines() if history.exists() else []
+    last = json.loads(lines[-1]) if lines else {}
+    promoted_at = last.get("promoted_at", current and current["promoted_at"])  # rollbacks have none
+    if current is not None and (last.get("model"), promoted_at) != (current["model"], current["promoted_at"]):
+        _append_history(registry, {"event": "recovered", **_pointer(current)})
+    return current
 
 
 def rollback(registry: Path) -> dict[str, Any]:
@@ -522,7 +565,7 @@ def rollback(registry: Path) -> dict[str, Any]:
     """
     registry = Path(registry)
     with _locked(registry):
-        current = production(registry)
+        current = _recorded(registry)
         if current is None or not current.get("previous"):
             raise LookupError(f"{registry / PRODUCTION}: no previous production model to roll back to")
         restored = {**current["previous"][0], "previous": current["previous"][1:]}
