@@ -6,10 +6,12 @@
 
 A scheduled run is a Range over the last `[schedule]` days/hours up to the period that just
 ended, so a missed run (machine down, luigid down) is caught up by the next one, and a complete
-period costs one completeness check. Each run checks the SLAs (`jobs/ops/sla.py`) before it starts
-and after it ends, and exits with luigi's exit code (`[retcode]`): cron mails it, systemd
-records it. The crontab and the systemd units live in `scripts/schedules/`; `@REPO@`,
-`@ROOT@` and `@LOGS@` in them are filled in at install time.
+period costs one completeness check. A command that ends with periods left (luigid restarted
+under it, another command took its tasks) is run again, a few rounds at most (`finish`).
+Each run checks the SLAs (`jobs/ops/sla.py`) before it starts and after it ends, and exits
+with luigi's exit code (`[retcode]`): cron mails it, systemd records it. The crontab and the
+systemd units live in `scripts/schedules/`; `@REPO@`, `@ROOT@` and `@LOGS@` in them are filled
+in at install time.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import luigi
 import luigi.configuration
+from luigi.retcodes import retcode
 
 from jobs.ops import sla
 from jobs.ops.luigid import DEFAULT_ADDRESS, DEFAULT_PORT, api_answers, base_url
-from jobs.ops.workflows import WORKFLOWS, workflow
+from jobs.ops.workflows import WORKFLOWS, Workflow, workflow
 from jobs.pipeline.settings import paths, schedule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +44,12 @@ EXIT_SCHEDULER_DOWN = 35  # [retcode] scheduling_error
 
 
 def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: list[str]) -> int:
-    """One scheduled run: SLA check, the Range command, SLA check; luigi's exit code. `now`
-    replays a run as of that time (default: the clock)."""
+    """One scheduled run: SLA check, the Range command (again while periods are left, see
+    `finish`), SLA check; luigi's exit code. `now` replays a run as of that time (default: the clock)."""
     started = now or dt.datetime.now(dt.UTC)
-    command = workflow(name).scheduled_command(started, schedule().workers)
+    service = workflow(name)
+    command = service.scheduled_command(started, schedule().workers)
+    scheduler = None
     if local_scheduler:
         command.append("--local-scheduler")
     else:
@@ -56,11 +62,50 @@ def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: l
             message = f"schedule {name}: luigid is not answering at {url} (scripts/luigid start)"
             print(message, file=sys.stderr)
             return EXIT_SCHEDULER_DOWN
+        scheduler = (host, port)
     report_misses(started)
-    print(" ".join(command[1:] + luigi_args), flush=True)
-    code = subprocess.call([*command, *luigi_args], cwd=REPO)
+    code = finish(service, started, [*command, *luigi_args], scheduler)
     report_misses(now or dt.datetime.now(dt.UTC))
     return code
+
+
+def finish(service: Workflow, now: dt.datetime, command: list[str], scheduler: tuple[str, int] | None) -> int:
+    """Run the Range command until every period it covers is complete: at most `[schedule]
+    rounds` commands, each after luigid answers again (within `scheduler_wait_seconds`).
+
+    luigid keeps the tasks a command added in memory only (its state file is written when it
+    stops cleanly), so one killed and restarted meanwhile no longer knows them, and the command
+    ends with work left (exit 25, or 40 when it gave up asking). A command whose tasks another
+    command finished ends with 25 or 20 too (see the README's exit codes). A new command is
+    luigi's own way to resume: done periods cost one completeness check, the rest is added to
+    the scheduler again. 0 once every period is complete, else the last command's exit code."""
+    settings, codes = schedule(), retcode()
+    resumable = {codes.already_running, codes.missing_data, codes.not_run, codes.unhandled_exception}
+    for round_ in range(1, settings.rounds + 1):
+        print(" ".join(command[1:]), flush=True)
+        code = subprocess.call(command, cwd=REPO)
+        left = [task for task in service.scheduled_summaries(now) if not task.complete()]
+        if not left:
+            return 0
+        if code not in resumable or round_ == settings.rounds:
+            return code
+        print(f"schedule {service.name}: exit code {code} with {len(left)} period(s) left: "
+              f"running the range again ({round_ + 1} of {settings.rounds})", flush=True)  # fmt: skip
+        if scheduler and not answers_within(*scheduler, settings.scheduler_wait_seconds):
+            print(f"schedule {service.name}: luigid did not answer at {base_url(*scheduler)} "
+                  f"within {settings.scheduler_wait_seconds} s", file=sys.stderr)  # fmt: skip
+            return code
+    return code
+
+
+def answers_within(host: str, port: int, seconds: float) -> bool:
+    """Whether luigid answers within `seconds` (asked every second)."""
+    deadline = time.monotonic() + seconds
+    while not api_answers(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+    return True
 
 
 def report_misses(now: dt.datetime) -> None:

@@ -75,13 +75,11 @@ def find_misses(now: dt.datetime, runs: pd.DataFrame) -> list[Miss]:
     misses = []
     for name in comma_list(sla().workflows):
         service = workflow(name)
-        summary = service.summary_class()
         param_name = service.period_parameter
-        param = getattr(summary, param_name)
         ours = runs[runs["workflow"] == service.name]
         period_of = pd.Series([json.loads(p).get(param_name) for p in ours["params"]], index=ours.index)
         for start in period_starts(service, now, lookback):
-            task = summary(**{param_name: param.normalize(_param_value(service, start))})
+            task = service.summary_for(start)
             period = task.to_str_params()[param_name]
             mine = ours[period_of == period]
             reason = classify(
@@ -94,11 +92,6 @@ def find_misses(now: dt.datetime, runs: pd.DataFrame) -> list[Miss]:
             if reason:
                 misses.append(Miss(service.name, period, service.deadline(start), reason))
     return misses
-
-
-def _param_value(service: Workflow, start: dt.datetime) -> dt.date | dt.datetime:
-    naive = start.replace(tzinfo=None)  # luigi's date parameters are naive UTC
-    return naive.date() if service.period_parameter == "date" else naive
 
 
 def _done_at(task: luigi.Task, mine: pd.DataFrame) -> dt.datetime | None:

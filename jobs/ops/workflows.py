@@ -71,6 +71,20 @@ class Workflow:
         """The summary task class (importing its workflow module registers its tasks)."""
         return getattr(importlib.import_module(self.module), self.summary_task)
 
+    def summary_for(self, start: dt.datetime) -> luigi.Task:
+        """The summary task of the period beginning at `start` (UTC)."""
+        summary = self.summary_class()
+        naive = start.replace(tzinfo=None)  # luigi's date parameters are naive UTC
+        value = naive.date() if self.period_parameter == "date" else naive
+        param = dict(summary.get_params())[self.period_parameter]
+        return summary(**{self.period_parameter: param.normalize(value)})
+
+    def scheduled_summaries(self, now: dt.datetime) -> list[luigi.Task]:
+        """The summary tasks of the periods a scheduled run at `now` covers."""
+        start, stop = self.scheduled_window(now)
+        count = (stop - start) // self.period()
+        return [self.summary_for(start + i * self.period()) for i in range(count)]
+
     def range_args(self) -> list[str]:
         """The Range tool and its options for this workflow's periods."""
         extra = (

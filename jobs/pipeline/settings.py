@@ -168,3 +168,7 @@ class schedule(luigi.Config):  # noqa: N801 - the luigi.cfg section
     fab_merge_hours = luigi.IntParameter(default=48, description="hours each hourly run looks back")
     quality_monitor_hours = luigi.IntParameter(default=6, description="hours each monitor run looks back")
     workers = luigi.IntParameter(default=2, description="luigi workers of a scheduled run")
+    rounds = luigi.IntParameter(default=3, description="luigi commands a scheduled run may take to finish")
+    scheduler_wait_seconds = luigi.IntParameter(
+        default=300, description="how long a scheduled run waits for luigid to answer again between rounds"
+    )
