@@ -258,6 +258,7 @@ def plan_day(seed: int, fab: str, day: dt.date, scale: Scale) -> list[WaferPlan]
 
 
 def fab_index(fab: str) -> int:
+    """1-based place of a fab in FABS: part of every seed."""
     return list(FABS).index(fab) + 1
 
 

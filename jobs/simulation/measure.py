@@ -1,5 +1,5 @@
 """Running a program on dies: parametric values, defects, functional failures, binning at the first
-failure, retests, and the true chance that a die failing no wafer-sort test fails final test."""
+failure, retests, and the true chance that a die passing wafer sort fails final test."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ TRUTH_COLUMNS = ("lot_id", "wafer_id", "x_coord", "y_coord", "p_fail_true", "ft_
 
 
 def write_truth(path: Path, truth: dict[str, np.ndarray]) -> None:
+    """truth/{fab}/{date}.parquet: the final-test outcome of each die that passed wafer sort that day."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
