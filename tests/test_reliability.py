@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.ops.history import INVOCATION_ENV
+from jobs.ops.history import INVOCATION_ENV, connect
+from jobs.ops.luigid import server_args
 from jobs.pipeline import locks
 from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import Deploy, WaferYieldDaily
@@ -55,7 +56,7 @@ def site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def runs(root: Path) -> list[dict]:
-    with contextlib.closing(sqlite3.connect(root / "history" / "runs.sqlite")) as con:
+    with contextlib.closing(connect(root / "history" / "runs.sqlite")) as con:  # schema made if new
         con.row_factory = sqlite3.Row
         return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY id")]
 
@@ -132,12 +133,14 @@ def test_a_scheduled_run_finishes_its_range_when_luigid_is_killed_under_it(
         command = [sys.executable, "-m", "jobs.ops.schedules", "run", "wafer-yield", "--now", str(NIGHT)]
         pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
         backfill = subprocess.Popen(command, cwd=REPO, env=env, **pipes)
-        history = root / "history" / "runs.sqlite"
         deadline = time.monotonic() + 120
-        while not (history.exists() and any(r["family"] == "Features" for r in runs(root))):
+        while not any(r["family"] == "Features" for r in runs(root)):
             assert backfill.poll() is None and time.monotonic() < deadline, "it ended before the kill"
             time.sleep(0.2)
-        os.kill(int((root / "luigid" / "luigid.pid").read_text()), signal.SIGKILL)  # mid-backfill
+        pid = int((root / "luigid" / "luigid.pid").read_text())
+        os.kill(pid, signal.SIGKILL)  # mid-backfill
+        while server_args(pid) is not None:  # gone (a zombie until init reaps it counts as gone)
+            time.sleep(0.05)
         scheduler("start")  # luigid's state file is from before the backfill: it knows none of its tasks
         out, err = backfill.communicate(timeout=300)
     finally:
