@@ -64,6 +64,11 @@ class Check:
         return asdict(self)
 
 
+def _problems(name: str, problems: list[str], fine: str) -> Check:
+    """An error check that passes when nothing is wrong; its message lists what is."""
+    return Check(name, not problems, "error", "; ".join(problems) or fine, {"problems": problems})
+
+
 def _kind(series: pd.Series) -> str:
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -85,13 +90,7 @@ def check_schema(fab: str, tables: dict[str, pd.DataFrame]) -> Check:
                 problems.append(f"{table}.{column} missing")
             elif _kind(frame[column]) not in kinds:
                 problems.append(f"{table}.{column} has type {frame[column].dtype}")
-    return Check(
-        f"{fab}: schema",
-        not problems,
-        "error",
-        "; ".join(problems) or "all required columns present with the expected types",
-        {"problems": problems},
-    )
+    return _problems(f"{fab}: schema", problems, "all required columns present with the expected types")
 
 
 def check_value_ranges(fab: str, dies: pd.DataFrame, limits: Thresholds) -> Check:
@@ -241,13 +240,7 @@ def check_record_structure(name: str, facts: dict[str, Any]) -> Check:
         problems.append(
             f"truncated at byte {facts.get('truncated_at')} ({facts.get('open_parts_dropped', 0)} open parts)"
         )
-    return Check(
-        f"{name}: record structure",
-        not problems,
-        "error",
-        "; ".join(problems) or "FAR, MIR ... MRR, PIR/PRR balanced",
-        {"problems": problems},
-    )
+    return _problems(f"{name}: record structure", problems, "FAR, MIR ... MRR, PIR/PRR balanced")
 
 
 def check_catalogue(name: str, tests: pd.DataFrame, catalogue: pd.DataFrame | None) -> Check:
