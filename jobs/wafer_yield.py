@@ -38,6 +38,7 @@ from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, converted_folder
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
+from jobs.pipeline.requests import consume, open_retrain_requests
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
 
@@ -517,24 +518,6 @@ class Deploy(DailyStage):
             kept = {"date": str(self.date), "sha256": model["sha256"], "why": record["why"]}
             yield_model.promote(registry(), Path(model["folder"]), kept)
         return True
-
-
-def retrain_requests_dir() -> Path:
-    return paths().root_path() / "requests" / "retrain"
-
-
-def open_retrain_requests(date: dt.date) -> list[tuple[Path, dict[str, Any]]]:
-    """Retrain requests (jobs/quality_monitor.py) from windows up to the end of `date`."""
-    folder = retrain_requests_dir()
-    found = [(p, read_json(p)) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
-    return [(p, r) for p, r in found if r["window"][:10] <= f"{date:%Y-%m-%d}"]
-
-
-def consume(requests: list[tuple[Path, dict[str, Any]]], date: dt.date) -> None:
-    """Requests a decision has taken into account move to `done/`, with the decision's date."""
-    for path, request in requests:
-        write_json(path.parent / "done" / path.name, {**request, "honoured_by": f"Deploy {date}"})
-        path.unlink()
 
 
 # --- scoring and the daily summary -----------------------------------------------------------

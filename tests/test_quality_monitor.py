@@ -23,10 +23,10 @@ from jobs.domain.decisions import DeployRules, deploy_decision
 from jobs.files import read_json
 from jobs.ops import quarantine
 from jobs.ops.alerts import read_alerts
+from jobs.pipeline.requests import open_retrain_requests
 from jobs.pipeline.stages import stage_dir
 from jobs.quality_monitor import QualityMonitor
 from jobs.simulation.simulate import main as simulate
-from jobs.wafer_yield import open_retrain_requests
 from tests.helpers import luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
