@@ -42,12 +42,12 @@ def test_a_day_converts_once_per_content(root: Path) -> None:
     assert {hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == {o.name for o in outputs}
     assert len(outputs) == len(files) - 1  # the duplicated file shares its twin's conversion
     for folder in outputs:
-        assert folder.parent == root / "converted" / "v1"
+        assert folder.parent == root / "converted" / "v2"
         assert sorted(p.name for p in folder.iterdir()) == [
             "bins.parquet", "manifest.json", "parts.parquet", "results.parquet", "tests.parquet"
         ]  # fmt: skip
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert manifest["task"] == "ConvertFile" and manifest["version_tag"] == "v1"
+        assert manifest["task"] == "ConvertFile" and manifest["version_tag"] == "v2"
         assert manifest["input"]["sha256"] == folder.name
 
 
