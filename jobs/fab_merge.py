@@ -33,7 +33,7 @@ import pandas as pd
 from jobs.domain import features as feats
 from jobs.domain import harmonize
 from jobs.files import read_json
-from jobs.ops import runtime
+from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, converted_folder
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders, still_landed
@@ -157,8 +157,10 @@ class FabHour(HourlyStage):
         files = self.candidates()
         targets = yield [ConvertFile(path=str(f)) for f in files]
         self.set_status_message(f"selecting the dies of {self.hour:%Y-%m-%d %H}:00 from {len(files)} files")
-        conversions = [read_json(Path(t.path)) for _, t in still_landed(files, targets)]
-        dies, results, tests, unreadable = hour_of_files(conversions, utc(self.hour))
+        landed = [(path, read_json(Path(t.path))) for path, t in still_landed(files, targets)]
+        readable, quarantined = damaged.sort_landed(WORKFLOW, self.task_id, self.fab, landed)
+        dies, results, tests, unreadable = hour_of_files([c for _, c in readable], utc(self.hour))
+        unreadable += [q["moved_to"] for q in quarantined]
         with self.publish() as (work, manifest):
             dies.to_parquet(work / "dies.parquet", index=False)
             results.to_parquet(work / "results.parquet", index=False)

@@ -28,10 +28,10 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from jobs.domain import quality
+from jobs.domain import damage, quality
 from jobs.fab_merge import harmonized_file, test_names
 from jobs.files import read_json, write_json
-from jobs.ops import runtime
+from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, content_sha256, converted_folder
@@ -173,7 +173,9 @@ class QualityMonitor(StageTask):
         present = still_landed([path for _, path in landed], targets)
         self.set_status_message(f"checking {len(present)} files")
         context = WindowContext.build(self.window.date(), landed)
-        files = [check_file(fab_of[path], path, read_json(Path(t.path)), context) for path, t in present]
+        converted = [(path, read_json(Path(t.path))) for path, t in present]
+        damaged.flag_truncated(WORKFLOW, self.task_id, converted)
+        files = [check_file(fab_of[path], path, conversion, context) for path, conversion in converted]
         quarantined = [self._quarantine(f) for f in files if f["failed"]]
         window = window_checks([f for f in files if not f["failed"]], self.window.date())
         self._drift_actions(window)
@@ -268,7 +270,7 @@ def check_file(fab: str, path: Path, conversion: dict[str, Any], context: Window
     """Every file check on one landed file; `failed` lists the error checks it failed."""
     name = f"{fab}/{path.parent.name}/{path.name}"
     checked: dict[str, Any] = {"fab": fab, "path": str(path), "name": name, "bytes": path.stat().st_size}
-    if conversion.get("status", "ok") != "ok":
+    if damage.verdict(conversion) == "unreadable":  # quarantined, by the policy of jobs/domain/damage.py
         check = quality.Check(
             f"{name}: decodes",
             False,
@@ -289,6 +291,7 @@ def check_file(fab: str, path: Path, conversion: dict[str, Any], context: Window
             f"{name}: decodes", True, "error", f"{sum(conversion['record_counts'].values())} records read"
         ),
         quality.check_record_structure(name, {**facts, "record_counts": conversion["record_counts"]}),
+        damage.check_damage(name, conversion),
         quality.check_catalogue(name, tests, program_catalogue(context.catalogues[fab], facts["job"])),
         quality.check_finite_results(name, results[results["kind"] != "FTR"], strict),
         quality.check_duplicate_dies(name, parts.dropna(subset=["x_coord", "y_coord"]), strict),

@@ -29,13 +29,12 @@ from typing import Any
 import luigi
 import pandas as pd
 
+from jobs.domain import damage, quality
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
-from jobs.domain import quality
 from jobs.files import read_json, write_json
-from jobs.ops import runtime
+from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
-from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, converted_folder
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
@@ -159,28 +158,9 @@ class IngestFab(DailyStage):
     def _quarantine_unreadable(
         self, landed: list[tuple[Path, luigi.LocalTarget]]
     ) -> tuple[list[tuple[Path, dict]], list[dict]]:
-        readable, quarantined = [], []
-        for path, target in landed:
-            converted = read_json(Path(target.path))
-            if converted.get("status", "ok") == "ok":
-                readable.append((path, converted))
-                continue
-            reason = {
-                "check": "unreadable",
-                "error": converted["error"],
-                "byte_offset": converted["byte_offset"],
-            }
-            moved = quarantine_file(path, WORKFLOW, self.fab, self.date, reason)
-            quarantined.append({"file": path.name, "moved_to": str(moved), **reason})
-            alert(
-                WORKFLOW,
-                self.task_id,
-                "warning",
-                f"quarantined {converted['error']}",
-                key=f"quarantine {self.fab}",
-                file=str(moved),
-            )
-        return readable, quarantined
+        """The damaged-file policy (jobs/ops/damaged.py): unreadable files are set aside."""
+        converted = [(path, read_json(Path(target.path))) for path, target in landed]
+        return damaged.sort_landed(WORKFLOW, self.task_id, self.fab, converted)
 
 
 def ingest_files(readable: list[tuple[Path, dict]], work: Path) -> dict[str, Any]:
@@ -205,6 +185,7 @@ def ingest_files(readable: list[tuple[Path, dict]], work: Path) -> dict[str, Any
                 "job": converted["file"]["job"],
                 "parts": converted["rows"]["parts"],
                 "truncated": converted["truncated"],
+                **damage.damage_note(converted),
             }
         )
     dies, results = feats.combine_conversions(sort_folders)
