@@ -58,9 +58,9 @@ def test_rerun_is_a_no_op_and_a_version_bump_recomputes(root: Path) -> None:
     stamp = first.stat().st_mtime_ns
     assert build(ConvertFile(path=str(day_files(root)[0])))
     assert first.stat().st_mtime_ns == stamp  # complete: not run again
-    luigi.configuration.get_config().set("versions", "convert", "2")
+    luigi.configuration.get_config().set("versions", "convert", "3")
     bumped = ConvertFile(path=str(day_files(root)[0]))
-    assert not bumped.complete() and Path(bumped.output().path).parent.parent.name == "v2"
+    assert not bumped.complete() and Path(bumped.output().path).parent.parent.name == "v3"
     assert build(bumped) and bumped.complete() and first.exists()
 
 
