@@ -8,6 +8,9 @@ jobs/stdf/README.md. Implausible content (zeros, junk) is refused early with a r
 from __future__ import annotations
 
 import gzip
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,9 +214,7 @@ def zeros_after_mir(path: Path, megabytes: int) -> Path:
 @pytest.mark.parametrize("engine", ["arrow", "pystdf"])
 def test_zeros_after_a_valid_mir_are_refused_early(tmp_path: Path, engine: str) -> None:
     path = zeros_after_mir(tmp_path / "zeros.stdf.gz", 4)
-    with pytest.raises(
-        StdfReadError, match=r"unreadable: implausible content: \d+ of the first \d+ records"
-    ) as e:
+    with pytest.raises(StdfReadError, match=r"implausible content: \d+ of the first \d+ records") as e:
         read_stdf(path, engine=engine)
     assert e.value.offset < 2 << 20  # stopped long before the end
 
@@ -256,3 +257,48 @@ def test_engines_agree_on_every_shared_file(shared_stdf: Path) -> None:
             assert "pystdf engine cannot read this file" in str(error), name
             unreadable_by_pystdf.append(name)
     assert unreadable_by_pystdf == ["libstdf_v42007_3head.stdf.bz2"]  # pystdf 1.4 lacks V4-2007 records
+
+
+def inspect_cli(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.stdf", "inspect", str(path)], capture_output=True, text=True
+    )
+
+
+def test_inspect_summarizes_a_readable_and_a_truncated_file(tmp_path: Path) -> None:
+    path = write_file(tmp_path / "nopir.stdf.gz", results_before_pir)
+    shown = inspect_cli(path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("nopir.stdf.gz: ") and "gzip, little-endian" in lines[0]
+    assert lines[1].startswith("tester 93K node n, program prog rev 1, lot LOT7")
+    assert "4 PRR" in lines[2] and "4 PIR" in lines[2]
+    assert lines[3] == "parts by head/site: 1/0: 2, 1/1: 2"
+    assert "results before pir 12" in shown.stdout and lines[-1] == "verdict: readable: 4 parts, 16 results"
+    data = gzip.decompress(path.read_bytes())
+    cut = tmp_path / "cut.stdf"
+    cut.write_bytes(data[: int(record_offsets(data, "<")[-6]) + 3])  # inside a record before the summaries
+    shown = inspect_cli(cut)
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) < 25
+    assert re.search(r"verdict: TRUNCATED at byte \d+ .*: 4 complete parts kept, 0 lost", shown.stdout)
+
+
+@pytest.mark.parametrize("kind", ["zeros", "stub", "not stdf", "missing"])
+def test_inspect_of_an_unreadable_file_says_why_in_one_line(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "bad.stdf"
+    if kind == "zeros":
+        path = zeros_after_mir(tmp_path / "bad.stdf.gz", 2)
+    elif kind == "stub":
+        path.write_bytes(
+            encode_record("FAR", "<", CPU_TYPE=2, STDF_VER=4) + encode_record("WIR", "<", HEAD_NUM=1)
+        )
+    elif kind == "not stdf":
+        path.write_bytes(b"hello, tester")
+    shown = inspect_cli(path)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert len(shown.stderr.splitlines()) == 1 and shown.stderr.startswith(f"error: {path}: ")
+    expected = {"zeros": "implausible content", "stub": "no MIR", "not stdf": "not an STDF file",
+                "missing": "no such file"}[kind]  # fmt: skip
+    assert expected in shown.stderr
+    if kind in ("zeros", "stub"):  # still a summary of what is there
+        assert "verdict: UNREADABLE" in shown.stdout and "records: " in shown.stdout

@@ -179,7 +179,7 @@ def _run(
                 progress(batch["byte_offset"][-1].as_py())
         result = normalizer.finish()
     except ImplausibleContentError as exc:  # judged on the records, not on the parts: no second try
-        raise StdfReadError(path, f"unreadable: {exc}", exc.offset) from None
+        raise StdfReadError(path, str(exc), exc.offset) from None
     except StructureError as exc:
         if walker is not None and walker.covered >= 0:  # maybe the walker's doing: the parser's parts decide
             raise MispredictionError(str(exc)) from None
