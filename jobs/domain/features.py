@@ -1,30 +1,6 @@
-"""Features of the daily yield model, from converted wafer-sort and final-test files. No Luigi here.
-
-    combine_conversions(folders)          -> parts, results of one fab-day (part_key across files)
-    final_dies(parts)                     -> one row per die: its last test
-    build_features(parts, results, fab=)  -> one row per die: identifiers, WS outcome, features
-    final_test_labels(ft_parts)           -> (labels, unparsed): ft_failed per die named in PART_TXT
-    join_labels(features, labels)         -> features + ft_failed (nullable: no label yet)
-
-Features (all computed within one fab-day, so a day's rows never depend on other days):
-
-- ``p_<test>``: every PTR of the die's final test, robustly scaled per test over the fab-day's
-  dies, (x - median) / (1.4826 MAD), clipped to ±CLIP; NaN where the die never ran the test (the
-  flow stops at the first failure). MPRs and FTRs are left out: an FTR is pass/fail, which the
-  bins already say, and MPR pins would need a per-pin naming scheme nobody consumes yet.
-- ``raw_<test>``: the same results unscaled (float32, the test's units). Scaling per fab-day
-  erases the day's level (fab offset, drift, the lot), and that level moves final-test failure
-  as much as the die's place in the day does: the model reads the raw values of the tests that
-  select_tests picks from the ``p_`` columns (see jobs/domain/model.py).
-- spatial (``SPATIAL_FEATURES``): radius from the wafer centre (0, 0) in die pitches; the
-  wafer's radius estimated from its die map; edge distance; ``ring_zone`` 0..3 (equal-area
-  rings: zone = floor(4 (r/R)^2)); failing dies among the 8 neighbours (count and share of the
-  neighbours present) and the failing share in the 5x5 window, a steadier estimate of the local
-  defect density than 8 dies.
-- wafer (``WAFER_FEATURES``): wafer-sort yield and mean test time of the wafer's dies.
-
-"Failing" always means the die's final wafer-sort status (after retest).
-"""
+"""Features of the daily yield model, from converted wafer-sort and final-test files: one row per
+die (robust-scaled and raw parametric results, position on the wafer, neighbours, wafer yield),
+all computed within one fab-day. What each feature is and why: jobs/domain/README.md."""
 
 from __future__ import annotations
 
