@@ -30,8 +30,8 @@ import luigi
 import numpy as np
 import pandas as pd
 
+from jobs.domain import damage, harmonize
 from jobs.domain import features as feats
-from jobs.domain import harmonize
 from jobs.files import read_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
@@ -179,6 +179,9 @@ def hour_of_files(conversions: list[dict], start: pd.Timestamp) -> tuple[pd.Data
             unreadable.append(conversion["input"]["path"])
             continue
         sha, facts = conversion["input"]["sha256"], conversion["file"]
+        if conversion["truncated"] and not facts["finish_time_utc"]:  # its end is lost: estimated
+            parts = pd.read_parquet(converted_folder(sha) / "parts.parquet")
+            facts = {**facts, "finish_time_utc": damage.estimated_finish(facts, parts)}
         if sha in seen or not facts["wafers"] or not overlaps(facts, start):
             continue
         seen.add(sha)

@@ -3,6 +3,7 @@
     verdict(conversion)       -> "unreadable" | "truncated" | "ok"  (a ConvertFile manifest)
     damage_note(conversion)   -> what the manifests, reports and alerts say about one file
     check_damage(name, conv)  -> a warning Check: truncation (parts kept, parts lost) and structure
+    estimated_finish(facts, parts) -> the end of testing, estimated where truncation lost it
 
 Unreadable files are quarantined with their reason; a truncated file's complete parts are used by
 every workflow, and the file is flagged, never quarantined; a byte-identical resend is read once.
@@ -12,6 +13,8 @@ The workflows apply it through jobs/ops/damaged.py; nothing here moves files.
 from __future__ import annotations
 
 from typing import Any
+
+import pandas as pd
 
 from jobs.domain.quality import Check
 
@@ -60,3 +63,14 @@ def check_damage(name: str, conversion: dict[str, Any]) -> Check:
     note = damage_note(conversion)
     sound = note["verdict"] == "ok" and not note.get("structure")
     return Check(f"{name}: damage and structure", sound, "warning", describe(note), note)
+
+
+def estimated_finish(facts: dict[str, Any], parts: pd.DataFrame) -> str | None:
+    """The recorded end of testing, or for a file whose end was lost (truncated: no WRR, no MRR)
+    an estimate: the start plus the parts' test times, the head/sites running side by side."""
+    if facts.get("finish_time_utc") or not facts.get("start_time_utc"):
+        return facts.get("finish_time_utc")
+    sites = max(len(parts[["head_num", "site_num"]].drop_duplicates()), 1) if len(parts) else 1
+    seconds = float(parts["test_time_ms"].fillna(0).sum()) / 1000 / sites if len(parts) else 0.0
+    finish = pd.Timestamp(facts["start_time_utc"]) + pd.Timedelta(seconds=seconds)
+    return finish.strftime("%Y-%m-%dT%H:%M:%SZ")

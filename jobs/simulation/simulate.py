@@ -41,7 +41,7 @@ run can add days to the same root; oracle.json and faults.json are merged).
 
 Faults (`--faults`) damage the floor the way real ones do: KIND:FAB:DATE[..DATE][:PARAM],
 comma-separated, KIND one of `FAULT_KINDS` (offline, truncated, corrupted, duplicated,
-localtime, dialect, missing, outlier, drift). Each applied fault is recorded in truth/faults.json
+localtime, dialect, no_pir, missing, outlier, drift). Each applied fault is recorded in truth/faults.json
 with the file and byte offsets, or whatever else says exactly what it damaged. Faults draw
 their random choices from their own generator, seeded per (seed, fault, fab, day), so a faulty
 run's other data is the clean run's.
@@ -121,6 +121,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.simulation.structures import without_pirs
 from jobs.stdf.records import KNOWN_RECORD_TYPES
 from jobs.stdf.writer import (
     PackedRecords,
@@ -1598,7 +1599,8 @@ def damage_wafer(
 class FaultKind:
     what: str
     # "day" (whole fab-day), "clock" (time fields), "program" (names and units the wafer-sort files
-    # are written with), "content" (bytes before compression), "file", "results" (what one wafer
+    # are written with), "structure" (how every wafer-sort file of the fab-day writes its parts),
+    # "content" (bytes before compression), "file", "results" (what one wafer
     # file's dies measured), "measurement" (what every wafer-sort file of the fab-day measured)
     target: str
     apply: Callable[..., Any] | None = None
@@ -1641,6 +1643,12 @@ FAULT_KINDS: dict[str, FaultKind] = {
         " in mV and IIH*/IIL* in nA (x1000), IDD_ACT{n}/FMAX_RO{n}/VTH_N_PM{n} named"
         " IDD_ACTIVE_{n}/RO_FMAX_{n}/VTN_PM_{n}; same TEST_NUMs and dies, final test unchanged",
         "program",
+    ),
+    "no_pir": FaultKind(
+        "the fab's testers write no PIR in its wafer-sort files: a part is its results and its PRR"
+        " (jobs/simulation/structures.py); same dies, results and truth",
+        "structure",
+        without_pirs,
     ),
     "missing": FaultKind(
         "one wafer file's program lacks PARAM parametric tests: no PTR or TSR for them, dies binned by"
@@ -1807,13 +1815,16 @@ def land_wafer(
     damaging += measurement_faults(run.faults, fab, day)
     wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect, damaging)
     path = run.root / "landing" / fab / day.isoformat() / f"{plan.lot}_{plan.wafer:02d}.stdf.gz"
-    content, entries = wafer.content, []
+    content, offsets, entries = wafer.content, wafer.offsets, []
+    for fault in (f for f in run.faults if FAULT_KINDS[f.kind].target == "structure" and f.covers(fab, day)):
+        content, offsets, detail = FAULT_KINDS[fault.kind].apply(content, offsets)  # every file of the day
+        entries.append(_fault_entry(run.root, fab, day, fault, path, **detail))
     for fault, detail in wafer.damage:  # a measurement fault's entries are merged per fab-day
         entries.append(_fault_entry(run.root, fab, day, fault, path, **detail))
     for fault in faults:
         if FAULT_KINDS[fault.kind].target == "content":
             content, detail = FAULT_KINDS[fault.kind].apply(
-                content, wafer.offsets, _fault_rng(run.seed, fault, fab, day)
+                content, offsets, _fault_rng(run.seed, fault, fab, day)
             )
             entries.append(_fault_entry(run.root, fab, day, fault, path, **detail))
     write_landing(
