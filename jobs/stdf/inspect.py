@@ -18,7 +18,7 @@ from .records import KNOWN_RECORD_TYPES
 from .source import StdfReadError, compression_of, open_stream, sniff_byte_order
 
 # the header walk stops at either: a summary, not a second parse of a huge file
-WALK_BYTES, WALK_RECORDS = 256 << 20, 2_000_000
+WALK_BYTES, WALK_RECORDS = 64 << 20, 2_000_000
 MIR_TEXT = ("LOT_ID", "PART_TYP", "NODE_NAM", "TSTR_TYP", "JOB_NAM", "JOB_REV", "SBLOT_ID")
 
 
