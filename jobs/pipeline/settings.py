@@ -47,7 +47,7 @@ class stdf(luigi.Config):  # noqa: N801
 class versions(luigi.Config):  # noqa: N801
     """Stage versions; see jobs/pipeline/stages.py for how they appear in output paths."""
 
-    convert = luigi.IntParameter(default=2)
+    convert = luigi.IntParameter(default=1)
     ingest = luigi.IntParameter(default=1)
     quality = luigi.IntParameter(default=1)
     features = luigi.IntParameter(default=1)
