@@ -302,3 +302,32 @@ def test_inspect_of_an_unreadable_file_says_why_in_one_line(tmp_path: Path, kind
     assert expected in shown.stderr
     if kind in ("zeros", "stub"):  # still a summary of what is there
         assert "verdict: UNREADABLE" in shown.stdout and "records: " in shown.stdout
+
+
+def test_a_result_without_verdict_reaches_the_gate_as_a_boolean(tmp_path: Path) -> None:
+    """TEST_FLG bit 6 (no pass/fail indication) makes `failed` null: the day's results keep a
+    nullable boolean column, so the gate's schema check passes (it once read "type object")."""
+    from jobs.domain import features, quality
+    from jobs.stdf import convert_stdf
+
+    def no_verdict(f: Floor) -> None:
+        f.w.write("PTR", TEST_NUM=1, HEAD_NUM=1, SITE_NUM=0, TEST_FLG=0x40, PARM_FLG=0, RESULT=1.0)
+        f.results(1, 0)
+        f.prr(1, 0, 0, 0)
+
+    convert_stdf(write_file(tmp_path / "nv.stdf", no_verdict), tmp_path / "out")
+    _, results = features.combine_conversions([tmp_path / "out"])
+    assert results["failed"].isna().sum() == 1 and str(results["failed"].dtype) == "boolean"
+    assert quality._kind(results["failed"]) == "b"
+
+
+def test_engines_agree_on_a_simulated_no_pir_wafer(tmp_path: Path) -> None:
+    from jobs.simulation.simulate import main as simulate
+
+    args = ["--root", str(tmp_path), "--start", "2026-11-10", "--days", "1", "--fabs", "fab1", "--lots", "1"]
+    assert simulate([*args, "--wafers", "1", "--faults", "no_pir:fab1:2026-11-10", "--quiet"]) == 0
+    wafer = next((tmp_path / "landing" / "fab1" / "2026-11-10").glob("*_01.stdf.gz"))
+    arrow, _ = both_engines(wafer)
+    assert arrow.file["record_counts"].get("PIR", 0) == 0
+    assert arrow.file["structure"]["parts_without_pir"] == arrow.parts.num_rows > 1000
+    assert arrow.file["structure"]["results_never_closed"] == 0
