@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.simulation.simulate import parse_ft_part_txt
+from jobs.domain.part_text import parse_part_txt
 from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
 
 FEATURE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
@@ -37,8 +37,6 @@ RESULT_COLUMNS = ["kind", "test_num", "test_txt", "pin_index", "result", "failed
 # Die keys pack (wafer, x, y) into one int64: x and y are int16, shifted to be non-negative.
 _SPAN = 1 << 17
 _SHIFT = 1 << 16
-# Regular PART_TXT of final test; anything else goes through parse_ft_part_txt one by one.
-_FT_TXT = r"^lot=([^;=]+);wafer=([^;=]+);x=(-?\d{1,6});y=(-?\d{1,6})$"
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -253,7 +251,7 @@ def final_test_labels(parts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     (pandas boolean: not passed on the unit's last test, null where that PRR's pass/fail flag
     is invalid); `unparsed` counts the units whose PART_TXT does not name a die, which are dropped.
     """
-    named = parse_part_txt(parts["part_txt"])
+    named = dies_named(parts["part_txt"])
     ok = named["lot_id"].notna().to_numpy()
     units = pd.concat([parts.loc[ok, ["retest", "part_key", "passed"]], named[ok]], axis=1)
     last = units.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
@@ -262,25 +260,23 @@ def final_test_labels(parts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return labels.sort_values(FEATURE_KEY).reset_index(drop=True), int((~ok).sum())
 
 
-def parse_part_txt(text: pd.Series) -> pd.DataFrame:
-    """(lot_id, wafer_id, x_coord, y_coord) per PART_TXT, all null where it names no die.
-
-    The regular form is parsed by one regex; the rest by `parse_ft_part_txt` (fields in another
-    order, spaces), which also decides what is no die at all. Coordinates must fit int16.
-    """
-    found = text.astype("str").str.extract(_FT_TXT)
-    found.columns = FEATURE_KEY
-    for i in np.flatnonzero(found["lot_id"].isna().to_numpy() & text.notna().to_numpy()):
-        try:
-            found.iloc[i] = [str(v) for v in parse_ft_part_txt(text.iloc[i])]
-        except ValueError:
-            continue
-    x = pd.to_numeric(found["x_coord"], errors="coerce")
-    y = pd.to_numeric(found["y_coord"], errors="coerce")
+def dies_named(text: pd.Series) -> pd.DataFrame:
+    """(lot_id, wafer_id, x_coord, y_coord) of the die each PART_TXT names (jobs/domain/part_text.py),
+    all null where it names none. Coordinates must fit int16."""
+    named = pd.DataFrame([_die_named(t) for t in text], columns=FEATURE_KEY, index=text.index, dtype=object)
+    found = named.astype({"lot_id": "str", "wafer_id": "str"})
+    x, y = (pd.to_numeric(found[c], errors="coerce") for c in ("x_coord", "y_coord"))
     bad = ~(x.abs() < 32768) | ~(y.abs() < 32768)  # also drops -32768, STDF's "no coordinate"
     found.loc[bad, FEATURE_KEY] = None
     found["x_coord"], found["y_coord"] = x.where(~bad), y.where(~bad)
-    return found.set_index(text.index)
+    return found
+
+
+def _die_named(text: object) -> tuple[str, str, int, int] | tuple[None, None, None, None]:
+    try:
+        return parse_part_txt(text) if isinstance(text, str) else (None,) * 4
+    except ValueError:
+        return (None,) * 4
 
 
 def join_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
