@@ -28,7 +28,7 @@ import pandas as pd
 
 from jobs.domain import merge
 from jobs.files import read_json
-from jobs.ops import runtime
+from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, landed_conversions
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders
@@ -136,7 +136,13 @@ class FabHour(HourlyStage):
         files = self.candidates()
         conversions = yield from landed_conversions(files)
         self.set_status_message(f"selecting the dies of {self.hour:%Y-%m-%d %H}:00 from {len(files)} files")
-        dies, results, tests, unreadable = merge.hour_of_files(conversions, utc(self.hour))
+        landed = [(c.path, c.manifest) for c in conversions]
+        readable, quarantined = damaged.sort_landed(WORKFLOW, self.task_id, self.fab, landed)
+        kept = {path for path, _ in readable}
+        dies, results, tests, unreadable = merge.hour_of_files(
+            [c for c in conversions if c.path in kept], utc(self.hour)
+        )
+        unreadable += [q["moved_to"] for q in quarantined]
         with self.publish() as (work, manifest):
             dies.to_parquet(work / "dies.parquet", index=False)
             results.to_parquet(work / "results.parquet", index=False)

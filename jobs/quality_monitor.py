@@ -28,7 +28,7 @@ import pandas as pd
 
 from jobs.domain import monitor, quality
 from jobs.files import write_json
-from jobs.ops import runtime
+from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, content_sha256, landed_conversions
@@ -109,6 +109,7 @@ class QualityMonitor(StageTask):
         conversions = yield from landed_conversions([path for _, path in landed])
         fab_of = dict((path, fab) for fab, path in landed)
         self.set_status_message(f"checking {len(conversions)} files")
+        damaged.flag_truncated(WORKFLOW, self.task_id, [(c.path, c.manifest) for c in conversions])
         files, window = monitor.inspect_window(
             [(fab_of[c.path], c) for c in conversions], self.context(landed)
         )

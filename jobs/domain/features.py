@@ -66,8 +66,9 @@ def combine_conversions(folders: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataF
         no_results = RESULTS_SCHEMA.empty_table().select(["part_index", *RESULT_COLUMNS])
         result_tables = [_with_part_key(no_results, 0)]
     parts = pa.concat_tables(parts_tables).to_pandas()
-    results = pa.concat_tables(result_tables).unify_dictionaries().combine_chunks().to_pandas()
-    return parts, results
+    results = pa.concat_tables(result_tables).unify_dictionaries().combine_chunks()
+    # a flag with nulls (`failed`: no pass/fail indication) as pandas "boolean", never object
+    return parts, results.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
 
 
 def _with_part_key(table: pa.Table, offset: int) -> pa.Table:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from jobs.domain import harmonize
 from jobs.domain.conversion import Conversion, distinct
+from jobs.domain.damage import estimated_finish
 from jobs.domain.dies import DIE_KEY, last_tests
 
 HOUR = pd.Timedelta(hours=1)
@@ -52,6 +53,11 @@ def hour_of_files(
             unreadable.append(conversion.manifest["input"]["path"])
             continue
         sha, facts, folder = conversion.sha256, conversion.facts, conversion.folder
+        if conversion.manifest["truncated"] and not facts["finish_time_utc"]:  # its end is lost: estimated
+            facts = {
+                **facts,
+                "finish_time_utc": estimated_finish(facts, pd.read_parquet(folder / "parts.parquet")),
+            }
         if sha in seen or not facts["wafers"] or not overlaps(facts, start):
             continue
         seen.add(sha)

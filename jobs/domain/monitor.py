@@ -21,6 +21,7 @@ import pandas as pd
 
 from jobs.domain import quality
 from jobs.domain.conversion import Conversion, distinct
+from jobs.domain.damage import check_damage
 from jobs.domain.merge import harmonized_file
 
 SAMPLE = 50_000  # reference values kept per key parameter
@@ -129,7 +130,7 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
     name = f"{fab}/{path.parent.name}/{path.name}"
     checked: dict[str, Any] = {"fab": fab, "path": str(path), "name": name, "bytes": path.stat().st_size}
     manifest = conversion.manifest
-    if not conversion.readable:
+    if not conversion.readable:  # quarantined, by the policy of jobs/domain/damage.py
         check = quality.Check(
             f"{name}: decodes", False, "error", manifest["error"], {"byte_offset": manifest["byte_offset"]}
         )
@@ -145,6 +146,7 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
     checks = [
         quality.Check(f"{name}: decodes", True, "error", f"{sum(records.values())} records read"),
         quality.check_record_structure(name, {**facts, "record_counts": records}),
+        check_damage(name, manifest),
         quality.check_catalogue(name, tests, program_catalogue(context.catalogues[fab], facts["job"])),
         quality.check_finite_results(name, results[results["kind"] != "FTR"], strict),
         quality.check_duplicate_dies(name, parts.dropna(subset=["x_coord", "y_coord"]), strict),
