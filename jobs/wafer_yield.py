@@ -21,7 +21,7 @@ run decided. Decisions (offline, quarantine, skip, keep) are output files, never
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,11 @@ from jobs.domain import decisions, ingest, quality
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.files import read_json, write_json
-from jobs.ops import runtime
+from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
-from jobs.ops.quarantine import quarantine_file
-from jobs.pipeline.convert import ConvertFile, converted_folder
-from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
+from jobs.pipeline.convert import ConvertFile, converted_folder, landed_conversions
+from jobs.pipeline.landing import is_ready, landed_files, landing_day
+from jobs.pipeline.requests import consume, open_retrain_requests
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
 
@@ -128,14 +128,15 @@ class IngestFab(DailyStage):
     def requires(self) -> FabDayLanded:
         return FabDayLanded(fab=self.fab, date=self.date)
 
-    def run(self) -> Iterator[list[ConvertFile]]:
+    def run(self) -> Generator[list[ConvertFile], Any, None]:
         if not is_ready(self.fab, self.date):
             self._record_offline()
             return
         files = landed_files(landing_day(self.fab, self.date))
         self.set_status_message(f"converting {len(files)} files")
-        conversions = yield [ConvertFile(path=str(f)) for f in files]  # in parallel, once per content
-        readable, quarantined = self._quarantine_unreadable(still_landed(files, conversions))
+        conversions = yield from landed_conversions(files)  # in parallel, once per content
+        landed = [(c.path, c.manifest) for c in conversions]
+        readable, quarantined = damaged.sort_landed(WORKFLOW, self.task_id, self.fab, landed)
         self.set_status_message(f"combining {len(readable)} conversions")
         with self.publish(inputs=[f for f, _ in readable]) as (work, manifest):
             manifest.update(status="ok", **ingest.combine_day(readable, path_of, work))
@@ -155,32 +156,6 @@ class IngestFab(DailyStage):
             fab=self.fab,
             date=str(self.date),
         )
-
-    def _quarantine_unreadable(
-        self, landed: list[tuple[Path, luigi.LocalTarget]]
-    ) -> tuple[list[tuple[Path, dict]], list[dict]]:
-        readable, quarantined = [], []
-        for path, target in landed:
-            converted = read_json(Path(target.path))
-            if converted.get("status", "ok") == "ok":
-                readable.append((path, converted))
-                continue
-            reason = {
-                "check": "unreadable",
-                "error": converted["error"],
-                "byte_offset": converted["byte_offset"],
-            }
-            moved = quarantine_file(path, WORKFLOW, self.fab, self.date, reason)
-            quarantined.append({"file": path.name, "moved_to": str(moved), **reason})
-            alert(
-                WORKFLOW,
-                self.task_id,
-                "warning",
-                f"quarantined {converted['error']}",
-                key=f"quarantine {self.fab}",
-                file=str(moved),
-            )
-        return readable, quarantined
 
 
 def path_of(converted: dict[str, Any]) -> Path:
@@ -523,24 +498,6 @@ class Deploy(DailyStage):
             return False
         record["production_after"] = {**model, "folder": after["model"]}
         return True
-
-
-def retrain_requests_dir() -> Path:
-    return paths().root_path() / "requests" / "retrain"
-
-
-def open_retrain_requests(date: dt.date) -> list[tuple[Path, dict[str, Any]]]:
-    """Retrain requests (jobs/quality_monitor.py) from windows up to the end of `date`."""
-    folder = retrain_requests_dir()
-    found = [(p, read_json(p)) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
-    return [(p, r) for p, r in found if r["window"][:10] <= f"{date:%Y-%m-%d}"]
-
-
-def consume(requests: list[tuple[Path, dict[str, Any]]], date: dt.date) -> None:
-    """Requests a decision has taken into account move to `done/`, with the decision's date."""
-    for path, request in requests:
-        write_json(path.parent / "done" / path.name, {**request, "honoured_by": f"Deploy {date}"})
-        path.unlink()
 
 
 # --- scoring and the daily summary -----------------------------------------------------------

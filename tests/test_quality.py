@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.domain import quality
+from jobs.domain import damage, quality
 
 LIMITS = quality.Thresholds()
 
@@ -139,14 +139,26 @@ GOOD_FACTS = {
             {"record_order": {"last_record": "MRR", "mir_second": False, "mrr_last": True}},
             "MIR is not the second",
         ),
-        ({"record_counts": {**GOOD_FACTS["record_counts"], "PRR": 9}}, "10 PIR but 9 PRR"),
-        ({"truncated": True, "truncated_at": 1234, "open_parts_dropped": 1}, "truncated at byte 1234"),
     ],
 )
 def test_record_structure(change: dict, problem: str) -> None:
     assert quality.check_record_structure("f", GOOD_FACTS).passed
     check = quality.check_record_structure("f", {**GOOD_FACTS, **change})
     assert not check.passed and problem in check.message
+
+
+def test_truncation_and_parts_without_pir_are_no_structure_errors() -> None:
+    """The damaged-file policy keeps a truncated file's complete parts; it warns instead."""
+    counts = {"FAR": 1, "MIR": 1, "PIR": 0, "PRR": 10}  # a cut file of a tester that writes no PIR
+    order = {"last_record": "PRR", "mir_second": True, "mrr_last": False}
+    facts = {"record_counts": counts, "record_order": order, "truncated": True, "truncated_at": 1234}
+    assert quality.check_record_structure("f", facts).passed
+    conversion = {"status": "ok", "truncated": True, "file": facts, "rows": {"parts": 10},
+                  "structure": {"parts_without_pir": 10, "parts_lost": 1}}  # fmt: skip
+    warned = damage.check_damage("f", conversion)
+    assert (warned.passed, warned.severity) == (False, "warning")
+    assert warned.message == "truncated at byte 1234: 10 complete parts kept, 1 lost; 10 parts without pir"
+    assert damage.check_damage("f", {"status": "ok", "truncated": False, "structure": {}}).passed
 
 
 def test_catalogue_finds_missing_parameters_and_only_warns_without_a_catalogue() -> None:

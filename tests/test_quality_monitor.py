@@ -23,10 +23,10 @@ from jobs.domain.decisions import DeployRules, deploy_decision
 from jobs.files import read_json
 from jobs.ops import quarantine
 from jobs.ops.alerts import read_alerts
+from jobs.pipeline.requests import open_retrain_requests
 from jobs.pipeline.stages import stage_dir
 from jobs.quality_monitor import QualityMonitor
 from jobs.simulation.simulate import main as simulate
-from jobs.wafer_yield import open_retrain_requests
 from tests.helpers import luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
@@ -110,7 +110,6 @@ def test_a_clean_day_quarantines_nothing_and_every_check_ran(floor: Path) -> Non
     ("kind", "check"),
     [
         ("corrupted", "decodes"),
-        ("truncated", "record structure"),
         ("missing", "test program"),
         ("outlier", "physical bounds"),
     ],
@@ -133,6 +132,21 @@ def test_each_damaged_file_fails_its_check_and_is_quarantined_with_the_reason(
         assert by_kind[check]["figures"]["outside"] == entry["dies"]
     if kind == "corrupted":
         assert held["checks"][0]["figures"]["byte_offset"] > 0
+
+
+def test_a_truncated_file_is_kept_flagged_and_alerted_never_quarantined(floor: Path) -> None:
+    """The damaged-file policy: its complete parts are used (the wafer-yield ingest keeps them too)."""
+    entry = fault(floor, "truncated")
+    name = Path(entry["file"]).name
+    by_kind = file_checks(dt.date.fromisoformat(entry["date"]))[name]
+    assert by_kind["record structure"]["passed"]
+    flagged = by_kind["damage and structure"]
+    assert (flagged["passed"], flagged["severity"]) == (False, "warning")
+    assert flagged["figures"]["verdict"] == "truncated" and flagged["figures"]["parts_lost"] >= 1
+    assert name not in held_names()
+    alerts = [a for a in read_alerts(floor / "alerts" / "alerts.jsonl") if a["message"].startswith(name)]
+    lost = flagged["figures"]["parts_lost"]
+    assert alerts and f"complete parts kept, {lost} lost" in alerts[0]["message"]
 
 
 def test_a_resent_file_is_a_duplicate_and_its_twin_is_kept(floor: Path) -> None:
@@ -183,7 +197,7 @@ def test_the_report_is_a_page_too(floor: Path) -> None:
     page = next((stage_dir("monitor") / f"date={BROKEN}").glob("window=*/report.html"))
     assert page.read_text().startswith("<!doctype html>")
     quarantined = [q for r in reports(BROKEN) for q in r["quarantined"]]
-    assert len(quarantined) == 2
+    assert len(quarantined) == 1  # the corrupted file; the truncated one is kept
     assert any(
         q["file"] in p.read_text()
         for q in quarantined

@@ -42,12 +42,12 @@ def test_a_day_converts_once_per_content(root: Path) -> None:
     assert {hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == {o.name for o in outputs}
     assert len(outputs) == len(files) - 1  # the duplicated file shares its twin's conversion
     for folder in outputs:
-        assert folder.parent == root / "converted" / "v1"
+        assert folder.parent == root / "converted" / "v2"
         assert sorted(p.name for p in folder.iterdir()) == [
             "bins.parquet", "manifest.json", "parts.parquet", "results.parquet", "tests.parquet"
         ]  # fmt: skip
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert manifest["task"] == "ConvertFile" and manifest["version_tag"] == "v1"
+        assert manifest["task"] == "ConvertFile" and manifest["version_tag"] == "v2"
         assert manifest["input"]["sha256"] == folder.name
 
 
@@ -58,9 +58,9 @@ def test_rerun_is_a_no_op_and_a_version_bump_recomputes(root: Path) -> None:
     stamp = first.stat().st_mtime_ns
     assert build(ConvertFile(path=str(day_files(root)[0])))
     assert first.stat().st_mtime_ns == stamp  # complete: not run again
-    luigi.configuration.get_config().set("versions", "convert", "2")
+    luigi.configuration.get_config().set("versions", "convert", "3")
     bumped = ConvertFile(path=str(day_files(root)[0]))
-    assert not bumped.complete() and Path(bumped.output().path).parent.parent.name == "v2"
+    assert not bumped.complete() and Path(bumped.output().path).parent.parent.name == "v3"
     assert build(bumped) and bumped.complete() and first.exists()
 
 

@@ -5,7 +5,6 @@ all computed within one fab-day. What each feature is and why: jobs/domain/READM
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,10 +13,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.domain.dies import DIE_KEY, last_tests
 from jobs.domain.part_text import parse_part_txt
+from jobs.domain.robust import robust_centre
 from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
 
-FEATURE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
+FEATURE_KEY = DIE_KEY  # a feature row is one die
 WAFER_KEY = ["lot_id", "wafer_id"]
 TEST_PREFIX = "p_"
 RAW_PREFIX = "raw_"
@@ -31,8 +32,6 @@ SPATIAL_FEATURES = [
 ]
 WAFER_FEATURES = ["wafer_ws_yield", "wafer_mean_test_time_ms"]
 CLIP = 15.0  # robust z beyond this is an outlier whatever its size; keeps imputation and scaling sane
-MAD_SIGMA = 1.4826  # MAD -> sigma for normal data
-IQR_SIGMA = 1.349  # IQR -> sigma for normal data
 RESULT_COLUMNS = ["kind", "test_num", "test_txt", "pin_index", "result", "failed", "alarm", "unreliable"]
 # Die keys pack (wafer, x, y) into one int64: x and y are int16, shifted to be non-negative.
 _SPAN = 1 << 17
@@ -67,8 +66,9 @@ def combine_conversions(folders: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataF
         no_results = RESULTS_SCHEMA.empty_table().select(["part_index", *RESULT_COLUMNS])
         result_tables = [_with_part_key(no_results, 0)]
     parts = pa.concat_tables(parts_tables).to_pandas()
-    results = pa.concat_tables(result_tables).unify_dictionaries().combine_chunks().to_pandas()
-    return parts, results
+    results = pa.concat_tables(result_tables).unify_dictionaries().combine_chunks()
+    # a flag with nulls (`failed`: no pass/fail indication) as pandas "boolean", never object
+    return parts, results.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
 
 
 def _with_part_key(table: pa.Table, offset: int) -> pa.Table:
@@ -85,8 +85,7 @@ def final_dies(parts: pd.DataFrame) -> pd.DataFrame:
     Parts without wafer coordinates cannot be placed on a wafer and are left out.
     """
     placed = parts.dropna(subset=["x_coord", "y_coord"])
-    last = placed.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
-    last = last.astype({"x_coord": np.int16, "y_coord": np.int16})
+    last = last_tests(placed).astype({"x_coord": np.int16, "y_coord": np.int16})
     return last.sort_values("part_key").reset_index(drop=True)
 
 
@@ -152,12 +151,7 @@ def robust_scale(values: np.ndarray) -> np.ndarray:
     """Per column: (x - median) / (1.4826 MAD), or IQR/1.349, or 1 when that is 0; clipped to ±CLIP."""
     if values.size == 0:
         return values
-    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN: no die ran it
-        median = np.nanmedian(values, axis=0)
-        spread = MAD_SIGMA * np.nanmedian(np.abs(values - median), axis=0)
-        q25, q75 = np.nanpercentile(values, [25, 75], axis=0)
-        iqr = (q75 - q25) / IQR_SIGMA
-    spread = np.where(spread > 0, spread, np.where(iqr > 0, iqr, 1.0))
+    median, spread = robust_centre(values)  # an all-NaN column: no die ran the test
     return np.clip((values - median) / spread, -CLIP, CLIP)
 
 
@@ -253,7 +247,7 @@ def final_test_labels(parts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     named = dies_named(parts["part_txt"])
     ok = named["lot_id"].notna().to_numpy()
     units = pd.concat([parts.loc[ok, ["retest", "part_key", "passed"]], named[ok]], axis=1)
-    last = units.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
+    last = last_tests(units)
     labels = last[FEATURE_KEY].astype({"x_coord": np.int16, "y_coord": np.int16})
     labels["ft_failed"] = ~last["passed"].astype("boolean")
     return labels.sort_values(FEATURE_KEY).reset_index(drop=True), int((~ok).sum())

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.domain import features
+from jobs.domain import damage, features
 
 
 def combine_day(
@@ -37,6 +37,7 @@ def combine_day(
                 "job": converted["file"]["job"],
                 "parts": converted["rows"]["parts"],
                 "truncated": converted["truncated"],
+                **damage.damage_note(converted),
             }
         )
     dies, results = features.combine_conversions(sort_folders)

@@ -11,16 +11,19 @@ import datetime as dt
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import luigi
 
-from jobs.files import staged_folder, write_json
+from jobs.domain.conversion import Conversion
+from jobs.files import read_json, staged_folder, write_json
 from jobs.pipeline.backoff import check_settled, with_retries
+from jobs.pipeline.landing import still_landed
 from jobs.pipeline.settings import paths, stdf
 from jobs.pipeline.stages import Versioned
 from jobs.stdf import convert_stdf
+from jobs.stdf.normalize import Plausibility
 from jobs.stdf.source import StdfReadError, stored_stream_size
 
 _cache_lock = threading.Lock()
@@ -96,6 +99,7 @@ class ConvertFile(Versioned, luigi.Task):
                 compression=settings.compression,
                 progress=self._progress_reporter(),
                 sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
+                plausibility=Plausibility(settings.max_bytes_without_parts, settings.max_unknown_share),
                 lineage={"status": "ok", **lineage},
             )
 
@@ -137,3 +141,15 @@ class ConvertFile(Versioned, luigi.Task):
 def converted_folder(sha256: str) -> Path:
     """The conversion folder of the file with this content."""
     return ConvertFile.stage_root() / sha256
+
+
+def landed_conversions(
+    files: list[Path],
+) -> Generator[list[ConvertFile], list[luigi.LocalTarget], list[Conversion]]:
+    """In a run(), `conversions = yield from landed_conversions(files)`: every file converted once
+    (luigi runs the missing conversions, in parallel, then the run again), then the conversions
+    of the files still landed (another workflow may have set some aside meanwhile), readable or not."""
+    targets = yield [ConvertFile(path=str(f)) for f in files]
+    return [
+        Conversion(f, Path(t.path).parent, read_json(Path(t.path))) for f, t in still_landed(files, targets)
+    ]

@@ -39,12 +39,15 @@ class stdf(luigi.Config):  # noqa: N801
     engine = luigi.ChoiceParameter(choices=["arrow", "pystdf"], default="arrow")
     batch_size = luigi.IntParameter(default=0)
     compression = luigi.Parameter(default="zstd")
+    # implausible content is refused as unreadable (jobs/stdf/normalize.py Plausibility)
+    max_bytes_without_parts = luigi.IntParameter(default=64 << 20)
+    max_unknown_share = luigi.FloatParameter(default=0.5)
 
 
 class versions(luigi.Config):  # noqa: N801
     """Stage versions; see jobs/pipeline/stages.py for how they appear in output paths."""
 
-    convert = luigi.IntParameter(default=1)
+    convert = luigi.IntParameter(default=2)
     ingest = luigi.IntParameter(default=1)
     quality = luigi.IntParameter(default=1)
     features = luigi.IntParameter(default=1)

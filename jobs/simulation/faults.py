@@ -22,6 +22,7 @@ import numpy as np
 from jobs.simulation.floor import FABS, Die, fab_index
 from jobs.simulation.measure import Results, bin_results, final_bins, retested, take_results
 from jobs.simulation.programs import HARD_OF_SOFT, PTR_FAMILIES, Program
+from jobs.simulation.structures import without_pirs
 from jobs.stdf.records import KNOWN_RECORD_TYPES
 
 # The STDF time fields a `localtime` fault shifts, as faults.json lists them.
@@ -239,7 +240,8 @@ def damage_wafer(
 class FaultKind:
     what: str
     # "day" (whole fab-day), "clock" (time fields), "program" (names and units the wafer-sort files
-    # are written with), "content" (bytes before compression), "file", "results" (what one wafer
+    # are written with), "structure" (how every wafer-sort file of the fab-day writes its parts),
+    # "content" (bytes before compression), "file", "results" (what one wafer
     # file's dies measured), "measurement" (what every wafer-sort file of the fab-day measured)
     target: str
     apply: Callable[..., Any] | None = None
@@ -282,6 +284,12 @@ FAULT_KINDS: dict[str, FaultKind] = {
         " in mV and IIH*/IIL* in nA (x1000), IDD_ACT{n}/FMAX_RO{n}/VTH_N_PM{n} named"
         " IDD_ACTIVE_{n}/RO_FMAX_{n}/VTN_PM_{n}; same TEST_NUMs and dies, final test unchanged",
         "program",
+    ),
+    "no_pir": FaultKind(
+        "the fab's testers write no PIR in its wafer-sort files: a part is its results and its PRR"
+        " (jobs/simulation/structures.py); same dies, results and truth",
+        "structure",
+        without_pirs,
     ),
     "missing": FaultKind(
         "one wafer file's program lacks PARAM parametric tests: no PTR or TSR for them, dies binned by"

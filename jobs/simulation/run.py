@@ -84,13 +84,16 @@ def land_wafer(
     damaging += measurement_faults(run.faults, fab, day)
     wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect, damaging)
     path = run.root / "landing" / fab / day.isoformat() / f"{plan.lot}_{plan.wafer:02d}.stdf.gz"
-    content, entries = wafer.content, []
+    content, offsets, entries = wafer.content, wafer.offsets, []
+    for fault in (f for f in run.faults if FAULT_KINDS[f.kind].target == "structure" and f.covers(fab, day)):
+        content, offsets, detail = FAULT_KINDS[fault.kind].apply(content, offsets)  # every file of the day
+        entries.append(fault_entry(run.root, fab, day, fault, path, **detail))
     for fault, detail in wafer.damage:  # a measurement fault's entries are merged per fab-day
         entries.append(fault_entry(run.root, fab, day, fault, path, **detail))
     for fault in faults:
         if FAULT_KINDS[fault.kind].target == "content":
             content, detail = FAULT_KINDS[fault.kind].apply(
-                content, wafer.offsets, fault_rng(run.seed, fault, fab, day)
+                content, offsets, fault_rng(run.seed, fault, fab, day)
             )
             entries.append(fault_entry(run.root, fab, day, fault, path, **detail))
     write_landing(

@@ -1,4 +1,8 @@
-"""Command line: python -m jobs.stdf convert FILE OUTDIR [--engine arrow|pystdf]."""
+"""Command line:
+
+python -m jobs.stdf convert FILE OUTDIR [--engine arrow|pystdf]
+python -m jobs.stdf inspect FILE      one screen on a refused or flagged file (exit 1: unreadable)
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import ENGINES, StdfReadError, convert_stdf
+from .normalize import Plausibility
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--compression", default=None, help="Parquet compression (default: luigi.cfg)")
     convert.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    inspect = commands.add_parser(
+        "inspect", help="summarize a file: MIR, byte order, records, parts, structure, where reading stopped"
+    )
+    inspect.add_argument("file", type=Path)
     return parser
 
 
@@ -68,12 +77,46 @@ def _progress_bar(path: Path, quiet: bool):
     return bar, update
 
 
+def plausibility() -> Plausibility:
+    """[stdf] max_bytes_without_parts and max_unknown_share, else the defaults."""
+    cfg, default = configured(), Plausibility()
+    return Plausibility(
+        int(cfg.get("max_bytes_without_parts", default.max_bytes_without_parts)),
+        float(cfg.get("max_unknown_share", default.max_unknown_share)),
+    )
+
+
+def _inspect(path: Path) -> int:
+    from .inspect import inspect
+
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return 1
+    try:
+        lines, unreadable = inspect(path, plausibility())
+    except StdfReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    if unreadable:
+        print(f"error: {path}: {unreadable}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "inspect":
+        return _inspect(args.file)
     engine, batch_size, compression = _settings(args)
     bar, progress = _progress_bar(args.file, args.quiet)
     try:
-        manifest = convert_stdf(args.file, args.outdir, engine, batch_size, compression, progress)
+        manifest = convert_stdf(
+            args.file, args.outdir, engine, batch_size, compression, progress, plausibility=plausibility()
+        )
     except StdfReadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

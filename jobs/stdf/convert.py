@@ -21,7 +21,15 @@ import pyarrow as pa
 from jobs.files import folder_mode, replace_dir
 
 from .engines import EngineError, read_batches
-from .normalize import RESULTS_SCHEMA, MispredictionError, Normalizer, PartWalker, StructureError
+from .normalize import (
+    RESULTS_SCHEMA,
+    ImplausibleContentError,
+    MispredictionError,
+    Normalizer,
+    PartWalker,
+    Plausibility,
+    StructureError,
+)
 from .source import (
     StdfReadError,
     StreamWindow,
@@ -82,10 +90,15 @@ class _MemorySink:
         return pa.concat_tables(self.tables) if self.tables else RESULTS_SCHEMA.empty_table()
 
 
-def read_stdf(path: str | Path, engine: str = "arrow", batch_size: int = DEFAULT_BATCH_SIZE) -> StdfTables:
+def read_stdf(
+    path: str | Path,
+    engine: str = "arrow",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    plausibility: Plausibility | None = None,
+) -> StdfTables:
     """Read a whole STDF file into the normalized tables (for files that fit in memory)."""
     sink = _MemorySink()
-    parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset)
+    parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset, None, plausibility)
     return StdfTables(parts=parts, results=sink.table(), tests=tests, bins=bins, file=facts)
 
 
@@ -96,6 +109,7 @@ def normalize_file(
     emit: Callable[[pa.Table], None],
     reset: Callable[[], None],
     progress: Callable[[int], None] | None = None,
+    plausibility: Plausibility | None = None,
 ) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """Stream `path` through the normalizer; results go to `emit`, the rest is returned.
 
@@ -107,7 +121,7 @@ def normalize_file(
     batch_size = batch_size or (ARROW_BATCH_SIZE if engine == "arrow" else auto_batch_size(path, order.order))
     try:
         parts, tests, bins, facts = _normalize(
-            path, path.name, engine, batch_size, order.order, emit, reset, progress
+            path, path.name, engine, batch_size, order.order, emit, reset, progress, plausibility
         )
         # a header cut short after the last record reads as a clean end to both parsers
         cut = ends_inside_record(path, facts["records_end"])
@@ -119,7 +133,7 @@ def normalize_file(
             raise StdfReadError(path, f"cannot decode: {walk.problem or exc}", where) from None
         reset()
         parts, tests, bins, facts = _salvage(
-            path, walk.complete_end, engine, batch_size, order.order, emit, reset, progress
+            path, walk.complete_end, engine, batch_size, order.order, emit, reset, progress, plausibility
         )
         facts.update(truncated=True, truncated_at=walk.complete_end, stream_bytes=walk.stream_end)
     facts.update(
@@ -133,30 +147,39 @@ def normalize_file(
 
 
 def _normalize(
-    path: Path, name: str, engine: str, batch_size: int, order: str, emit, reset, progress
+    path: Path, name: str, engine: str, batch_size: int, order: str, emit, reset, progress, plausibility
 ) -> tuple:
     """`_run` with the part walker (arrow engine); again without it if it mispredicted."""
     if engine != "arrow":
-        return _run(path, name, engine, batch_size, emit, progress)
+        return _run(path, name, engine, batch_size, emit, progress, plausibility)
     try:
-        return _run(path, name, engine, batch_size, emit, progress, walk_order=order)
+        return _run(path, name, engine, batch_size, emit, progress, plausibility, walk_order=order)
     except MispredictionError:
         reset()  # results were placed in the walker's parts: place them again
-        return _run(path, name, engine, batch_size, emit, progress)
+        return _run(path, name, engine, batch_size, emit, progress, plausibility)
 
 
 def _run(
-    path: Path, name: str, engine: str, batch_size: int, emit, progress, walk_order: str | None = None
+    path: Path,
+    name: str,
+    engine: str,
+    batch_size: int,
+    emit,
+    progress,
+    plausibility: Plausibility | None,
+    walk_order: str | None = None,
 ) -> tuple:
     window = StreamWindow(path) if walk_order else None
     walker = PartWalker(window, walk_order) if window else None
-    normalizer = Normalizer(emit, source_file=name, walker=walker)
+    normalizer = Normalizer(emit, source_file=name, walker=walker, plausibility=plausibility)
     try:
         for count, (record_type, batch) in enumerate(read_batches(path, engine, batch_size)):
             normalizer.feed(record_type, batch)
             if progress is not None and count % 64 == 0 and batch.num_rows:
                 progress(batch["byte_offset"][-1].as_py())
         result = normalizer.finish()
+    except ImplausibleContentError as exc:  # judged on the records, not on the parts: no second try
+        raise StdfReadError(path, str(exc), exc.offset) from None
     except StructureError as exc:
         if walker is not None and walker.covered >= 0:  # maybe the walker's doing: the parser's parts decide
             raise MispredictionError(str(exc)) from None
@@ -174,13 +197,15 @@ def _run(
     return result
 
 
-def _salvage(path: Path, end: int, engine: str, batch_size: int, order: str, emit, reset, progress) -> tuple:
+def _salvage(
+    path: Path, end: int, engine: str, batch_size: int, order: str, emit, reset, progress, plausibility
+) -> tuple:
     """Parse the complete records of a truncated file, from a temporary copy of them."""
     with tempfile.NamedTemporaryFile(prefix="stdf-salvage-", suffix=".stdf") as prefix:
         write_prefix(path, end, prefix)
         try:
             parts, tests, bins, facts = _normalize(
-                Path(prefix.name), path.name, engine, batch_size, order, emit, reset, progress
+                Path(prefix.name), path.name, engine, batch_size, order, emit, reset, progress, plausibility
             )
         except EngineError as exc:
             raise StdfReadError(path, f"cannot decode: {exc}", end) from None
@@ -296,6 +321,7 @@ def convert_stdf(
     progress: Callable[[int], None] | None = None,
     lineage: dict | None = None,
     sha256: str | None = None,
+    plausibility: Plausibility | None = None,
 ) -> dict:
     """Convert one STDF file into OUTDIR/{parts,results,tests,bins}.parquet + manifest.json.
 
@@ -318,7 +344,9 @@ def convert_stdf(
     try:
         digest = (lambda: sha256) if sha256 else _sha256_in_background(path)  # known: not hashed again
         try:
-            parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset, progress)
+            parts, tests, bins, facts = normalize_file(
+                path, engine, batch_size, sink, sink.reset, progress, plausibility
+            )
         except BaseException:
             sink.abort()
             raise
@@ -333,6 +361,7 @@ def convert_stdf(
             "rows": rows,
             "record_counts": facts.pop("record_counts"),
             "truncated": facts["truncated"],
+            "structure": facts.pop("structure"),
             "file": facts,
             "outputs": [f"{name}.parquet" for name in TABLES],
             "seconds": round(time.perf_counter() - started, 3),

@@ -48,7 +48,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "LO_LIMIT HI_LIMIT UNITS",
         "HBR": "HEAD_NUM SITE_NUM HBIN_NUM HBIN_CNT HBIN_PF HBIN_NAM",
         "SBR": "HEAD_NUM SITE_NUM SBIN_NUM SBIN_CNT SBIN_PF SBIN_NAM",
-        "TSR": "TEST_NUM TEST_TYP TEST_NAM",
+        "TSR": "HEAD_NUM SITE_NUM TEST_NUM TEST_TYP TEST_NAM",
+        "PCR": "HEAD_NUM SITE_NUM PART_CNT",
         "UNKNOWN": "rec_typ rec_sub",
     }.items()
 }

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .records import KNOWN_RECORD_TYPES
+from .records import KNOWN_RECORD_TYPES, max_length
 from .source import StreamWindow
 
 RESULT_KINDS = ("PTR", "FTR", "MPR")
@@ -102,6 +102,24 @@ class StructureError(Exception):
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class ImplausibleContentError(StructureError):
+    """Valid record headers over content no tester writes (zeros, junk): refused early."""
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """When a file's content is refused as implausible (the [stdf] settings of the same names)."""
+
+    max_bytes_without_parts: int = 64 << 20  # no PIR, PRR or result in this many bytes
+    max_unknown_share: float = 0.5  # of the records: unknown types or empty (EPS aside)
+    min_records: int = 10_000  # the share is judged once this many records were read
+
+
+SKIPPED_QUIETLY = {"FAR", "MIR", "MRR", "WIR", "WRR", "HBR", "SBR", "TSR", "PCR", "PIR", "PRR", *RESULT_KINDS}
+SUMMARY_TYPES = ("HBR", "SBR", "TSR", "PCR")
+ALL_HEADS = 255  # HEAD_NUM of a summary over all heads (its SITE_NUM is then ignored); SITE_NUM: all sites
 
 
 # --- small vectorized helpers -------------------------------------------------------------------
@@ -202,107 +220,133 @@ def _at_or_inf(values: np.ndarray, position: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Placement:
-    """Where records fall among the parts (see `_Parts.place`)."""
+    """Where results fall among the parts (see `_Parts.place`)."""
 
-    part: np.ndarray  # part index (PIR ordinal), -1 where no part is open
+    part: np.ndarray  # part index (PRR ordinal), -1 where no PRR closes the result (yet)
     closed_at: np.ndarray  # sequence number of the PRR closing that part; inf if not seen yet
-    nested: np.ndarray  # a new PIR came on the same head/site before the part's PRR
-    by_fallback: np.ndarray  # head/site matched no open part; placed in the file's only open part
+    in_pir: np.ndarray  # a PIR on the result's head/site opened its part before the result
+    by_fallback: np.ndarray  # head/site matched no part; placed in the file's only open part
 
 
 @dataclass
 class _Parts:
-    """PIR/PRR bookkeeping: which part is open at any record.
+    """PIR/PRR bookkeeping. A part is what a PRR closes; the rules, for the structures that real
+    testers write (see jobs/stdf/README.md):
 
-    A record belongs to the part open on its own head and site. Some files (synthetic ones, or
-    testers that number heads oddly) put different head/site numbers on a part's records; when
-    exactly one part is open in the whole file, such a record is placed in it and counted.
+    - a result belongs to the next PRR on its own head and site: the usual PIR ... PRR, a part
+      without PIR (results since the previous PRR on that head/site, or the file start) and
+      results written before their part's PIR all follow from it;
+    - a part's PIR is the last PIR on its head/site since the previous PRR there; PIRs no PRR
+      claims are parts never closed (dropped and counted), like results no PRR closes;
+    - records whose head/site no PRR ever names (synthetic files, testers that number heads
+      oddly) go to the file's only open part, when exactly one is open, and are counted.
+    Part indices are PRR ordinals, so a part's index is known the moment its PRR arrives.
     """
 
     pir_by_site: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # seq, index
-    prr_by_site: dict[int, np.ndarray] = field(default_factory=dict)
+    prr_by_site: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # seq, index
     pir_wm: float = -1.0  # every PIR with a sequence number <= this has arrived
     all_pir: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     all_prr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
 
-    @property
-    def count(self) -> int:
-        return len(self.all_pir)
-
     def add(self, record_type: str, seq: np.ndarray, site: np.ndarray) -> None:
         """PIRs or PRRs (sequence numbers, site keys), the next ones in file order."""
         if record_type == "PIR":
-            self.add_pir(seq, site)
+            self.all_pir = _add_by_site(self.pir_by_site, self.all_pir, seq, site)
+            self.pir_wm = float(seq[-1]) if len(seq) else self.pir_wm
         else:
-            self.add_prr(seq, site)
+            self.all_prr = _add_by_site(self.prr_by_site, self.all_prr, seq, site)
 
-    def add_pir(self, seq: np.ndarray, site: np.ndarray) -> None:
-        index = np.arange(self.count, self.count + len(seq))
-        for key in np.unique(site).tolist():
-            rows = site == key
-            old_seq, old_index = self.pir_by_site.get(key, (seq[:0], index[:0]))
-            self.pir_by_site[key] = (
-                np.concatenate([old_seq, seq[rows]]),
-                np.concatenate([old_index, index[rows]]),
-            )
-        self.all_pir = np.concatenate([self.all_pir, seq])
-        self.pir_wm = float(seq[-1]) if len(seq) else self.pir_wm
+    def place(self, site: np.ndarray, seq: np.ndarray, final: bool = False) -> Placement:
+        """Place results at (site, seq) in the parts known so far; at the end (`final`), results
+        no PRR on their head/site closes go to the file's only open part where there is one.
 
-    def add_prr(self, seq: np.ndarray, site: np.ndarray) -> None:
-        for key in np.unique(site).tolist():
-            self.prr_by_site[key] = np.concatenate([self.prr_by_site.get(key, seq[:0]), seq[site == key]])
-        self.all_prr = np.concatenate([self.all_prr, seq])
-
-    def place(self, site: np.ndarray, seq: np.ndarray) -> Placement:
-        """Place records at (site, seq): a result, or a PRR (which closes the part it is in).
-
-        One pass per head/site over that site's records, against that site's PIRs and PRRs
+        One pass per head/site over that site's results, against that site's PIRs and PRRs
         (small arrays), so millions of results cost a few binary searches each.
         """
         n = len(seq)
         part = np.full(n, -1, np.int64)
         closed_at = np.full(n, np.inf)
-        nested = np.zeros(n, bool)
-        sites = list(self.pir_by_site)
+        in_pir = np.zeros(n, bool)
+        sites = list(self.prr_by_site)
         for key in sites:
-            rows = slice(None) if len(sites) == 1 else np.flatnonzero(site == key)
-            pir_seq, pir_index = self.pir_by_site[key]
-            prr_seq = self.prr_by_site.get(key, seq[:0])
+            rows = np.flatnonzero(site == key)
+            prr_seq, prr_index = self.prr_by_site[key]
+            pir_seq = self.pir_by_site.get(key, (seq[:0], None))[0]
             q = seq[rows]
-            p = np.searchsorted(pir_seq, q, side="right") - 1
             j = np.searchsorted(prr_seq, q, side="left")
-            at_pir = np.clip(p, 0, None)
-            prev_prr = prr_seq[np.clip(j - 1, 0, None)] if len(prr_seq) else np.zeros_like(q)
-            is_open = (p >= 0) & ((j == 0) | (prev_prr < pir_seq[at_pir]))
-            if len(sites) == 1:
-                is_open &= site == key
-            next_prr = _at_or_inf(prr_seq, j)
-            next_pir = _at_or_inf(pir_seq, p + 1)
-            part[rows] = np.where(is_open, pir_index[at_pir], -1)
-            closed_at[rows] = np.where(is_open, next_prr, np.inf)
-            nested[rows] = is_open & (next_pir < next_prr)
-        fallback = part < 0
-        if fallback.any():  # rare: only files whose records disagree on head/site numbers
-            fallback[fallback] = self._only_open_part(seq[fallback], part, closed_at, fallback)
-        return Placement(part=part, closed_at=closed_at, nested=nested, by_fallback=fallback)
+            closed = j < len(prr_seq)
+            at = np.clip(j, 0, len(prr_seq) - 1)
+            part[rows] = np.where(closed, prr_index[at], -1)
+            closed_at[rows] = np.where(closed, prr_seq[at].astype(np.float64), np.inf)
+            prev_prr = np.where(j > 0, prr_seq[np.clip(j - 1, 0, None)].astype(np.float64), -1.0)
+            p = np.searchsorted(pir_seq, q, side="right") - 1
+            last_pir = (
+                np.where(p >= 0, pir_seq[np.clip(p, 0, None)].astype(np.float64), -1.0)
+                if len(pir_seq)
+                else np.full(len(q), -1.0)
+            )
+            in_pir[rows] = last_pir > prev_prr
+        fallback = np.zeros(n, bool)
+        if final and (part < 0).any():  # rare: only files whose records disagree on head/site numbers
+            unplaced = part < 0
+            fallback[unplaced] = self._only_open_part(seq[unplaced], part, closed_at, unplaced)
+            in_pir |= fallback
+        return Placement(part=part, closed_at=closed_at, in_pir=in_pir, by_fallback=fallback)
 
     def _only_open_part(
         self, seq: np.ndarray, part: np.ndarray, closed_at: np.ndarray, rows: np.ndarray
     ) -> np.ndarray:
-        """Place records in the file's only open part, if exactly one is open; True where placed."""
+        """Place records in the part closed by the next PRR, where exactly one part is open in the
+        whole file; True where placed."""
+        _, n_prr, placed = self._one_open(seq)
+        placed &= n_prr < len(self.all_prr)
+        where = np.flatnonzero(rows)[placed]
+        part[where] = n_prr[placed]
+        closed_at[where] = self.all_prr[n_prr[placed]].astype(np.float64)
+        return placed
+
+    def _one_open(self, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """PIRs and PRRs before each `seq`, and whether exactly one part is open there."""
         n_pir = np.searchsorted(self.all_pir, seq, side="left")
         n_prr = np.searchsorted(self.all_prr, seq, side="left")
-        last_pir = self.all_pir[np.clip(n_pir - 1, 0, None)] if self.count else np.zeros_like(seq)
+        last_pir = self.all_pir[np.clip(n_pir - 1, 0, None)] if len(self.all_pir) else np.zeros_like(seq)
         last_prr = self.all_prr[np.clip(n_prr - 1, 0, None)] if len(self.all_prr) else np.zeros_like(seq)
-        placed = (n_pir - n_prr == 1) & ((n_prr == 0) | (last_pir > last_prr))
-        has_close = n_prr < len(self.all_prr)
-        next_prr = (
-            self.all_prr[np.clip(n_prr, 0, max(len(self.all_prr) - 1, 0))] if len(self.all_prr) else seq
-        )
-        where = np.flatnonzero(rows)[placed]
-        part[where] = n_pir[placed] - 1
-        closed_at[where] = np.where(has_close, next_prr.astype(np.float64), np.inf)[placed]
-        return placed
+        return n_pir, n_prr, (n_pir - n_prr == 1) & ((n_prr == 0) | (last_pir > last_prr))
+
+    def opening(self) -> tuple[np.ndarray, np.ndarray]:
+        """For every PRR (all have arrived): the index of its part's PIR (-1: a part without PIR),
+        and whether that PIR was found on another head/site (the file's only open part)."""
+        pir = np.full(len(self.all_prr), -1, np.int64)
+        for key, (prr_seq, prr_index) in self.prr_by_site.items():
+            pir_seq, pir_index = self.pir_by_site.get(key, (prr_seq[:0], prr_index[:0]))
+            if not len(pir_seq):
+                continue
+            p = np.searchsorted(pir_seq, prr_seq, side="left") - 1
+            prev_prr = np.concatenate([[-1.0], prr_seq[:-1].astype(np.float64)])
+            own = (p >= 0) & (pir_seq[np.clip(p, 0, None)].astype(np.float64) > prev_prr)
+            pir[prr_index[own]] = pir_index[p[own]]
+        mismatch = np.zeros(len(pir), bool)
+        if (pir < 0).any() and len(self.all_pir):
+            without = np.flatnonzero(pir < 0)
+            n_pir, _, one = self._one_open(self.all_prr[without])
+            claimed = set(pir[pir >= 0].tolist())
+            one &= ~np.isin(n_pir - 1, list(claimed))
+            pir[without[one]] = n_pir[one] - 1
+            mismatch[without[one]] = True
+        return pir, mismatch
+
+
+def _add_by_site(
+    by_site: dict[int, tuple[np.ndarray, np.ndarray]], all_seq: np.ndarray, seq: np.ndarray, site: np.ndarray
+) -> np.ndarray:
+    """Append records (in file order) to their head/site's arrays; return all sequence numbers."""
+    index = np.arange(len(all_seq), len(all_seq) + len(seq))
+    for key in np.unique(site).tolist():
+        rows = site == key
+        old_seq, old_index = by_site.get(key, (seq[:0], index[:0]))
+        by_site[key] = (np.concatenate([old_seq, seq[rows]]), np.concatenate([old_index, index[rows]]))
+    return np.concatenate([all_seq, seq])
 
 
 PART_MARKS = {(5, 10): "PIR", (5, 20): "PRR"}  # (REC_TYP, REC_SUB)
@@ -523,6 +567,7 @@ class Normalizer:
         source_file: str,
         spill_rows: int = 1 << 20,
         walker: PartWalker | None = None,
+        plausibility: Plausibility | None = None,
     ) -> None:
         self.emit = emit
         self.source_file = source_file
@@ -541,6 +586,13 @@ class Normalizer:
         self.results_written = 0
         self.results_dropped = 0
         self.site_mismatches = 0
+        self.plausibility = plausibility or Plausibility()
+        self.bytes_read = 0
+        self.empty_or_unknown = 0
+        self.implausible: Counter[str] = Counter()
+        self.part_records = 0  # PIRs, PRRs and results delivered
+        self.loose = np.zeros(0, np.int64)  # per part: results read while no PIR was open
+        self.unclosed_sites: set[int] = set()
 
     # feeding ---------------------------------------------------------------------------------
 
@@ -548,6 +600,7 @@ class Normalizer:
         self.counts[record_type] += batch.num_rows
         if batch.num_rows:
             self.last_batch[record_type] = batch  # the file's last record is the last of one of these
+            batch = self._plausible(record_type, batch)
         if record_type in RESULT_KINDS:
             self.raw.setdefault(record_type, []).append(batch)  # decoded in bulk, see _decode_raw
             self.raw_rows += batch.num_rows
@@ -559,10 +612,43 @@ class Normalizer:
             self._part_marks(record_type, batch)
         elif record_type == "UNKNOWN":
             self._unknown(batch)
-        elif record_type in ("FAR", "MIR", "MRR", "WIR", "WRR", "HBR", "SBR", "TSR"):
+        elif record_type in ("FAR", "MIR", "MRR", "WIR", "WRR", "HBR", "SBR", "TSR", "PCR"):
             self.small.setdefault(record_type, []).append(batch)
         if self.settling is not None and next(self.settling, StopIteration) is StopIteration:
             self.settling = None
+
+    def _plausible(self, record_type: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Refuse content no tester writes, before parsing much of it; drop records longer than
+        their type allows (junk under a valid header: its fields would be garbage)."""
+        limits = self.plausibility
+        rec_len = batch["rec_len"]
+        self.bytes_read = max(self.bytes_read, batch["byte_offset"][-1].as_py() + 4 + rec_len[-1].as_py())
+        if record_type == "UNKNOWN":
+            self.empty_or_unknown += batch.num_rows
+        elif record_type != "EPS":  # an EPS has no fields
+            self.empty_or_unknown += pc.sum(pc.equal(rec_len, 0)).as_py() or 0
+        if record_type in PART_MARKS.values() or record_type in RESULT_KINDS:
+            self.part_records += batch.num_rows
+        records = sum(self.counts.values())
+        if records >= limits.min_records and self.empty_or_unknown > limits.max_unknown_share * records:
+            raise ImplausibleContentError(
+                f"implausible content: {self.empty_or_unknown} of the first {records} records are of no "
+                f"known type or empty (zeros or junk after a valid header)",
+                self.bytes_read,
+            )
+        walked = self.walker is not None and self.walker.covered >= 0
+        if self.bytes_read > limits.max_bytes_without_parts and not self.part_records and not walked:
+            raise ImplausibleContentError(
+                f"implausible content: no part (PIR, PRR or test result) in the first {self.bytes_read} "
+                f"bytes (limit [stdf] max_bytes_without_parts = {limits.max_bytes_without_parts})",
+                self.bytes_read,
+            )
+        longest = max_length(record_type)
+        if longest is None or (pc.max(rec_len).as_py() or 0) <= longest:
+            return batch
+        junk = pc.greater(rec_len, longest)
+        self.implausible[record_type] += pc.sum(junk).as_py()
+        return batch.filter(pc.invert(junk)) if record_type in RESULT_KINDS else batch
 
     def _walk(self, batch: pa.RecordBatch) -> None:
         """Place the parts the walker finds up to this PTR batch, and settle what they close."""
@@ -718,24 +804,27 @@ class Normalizer:
         self.emit(out.cast(RESULTS_SCHEMA))
 
     def _settle_table(self, table: pa.Table, final: bool) -> pa.Table | None:
-        """Emit the rows of `table` whose part is known; return the others (or None)."""
+        """Emit the rows of `table` whose part is known; return the others (or None).
+
+        A result settles once the PRR after it on its head/site has arrived and every PIR before
+        it has (which tells whether a PIR had opened its part)."""
         seq = to_numpy(table["seq"], np.uint64)
-        where = self.parts.place(to_numpy(table["site"], np.uint64), seq)
+        site = to_numpy(table["site"], np.uint64)
+        where = self.parts.place(site, seq, final)
         if final:
             ready = np.ones(len(seq), bool)
         else:
             ready = (where.closed_at < np.inf) & (seq.astype(np.float64) < self.parts.pir_wm)
-        orphan = ready & (where.part < 0)
-        nested = ready & where.nested
-        if orphan.any() or nested.any():
-            bad = int(np.argmax(orphan | nested))
-            what = "a result outside any part (no open PIR on its head/site)"
-            if not orphan[bad]:
-                what = "a PIR opened while the previous part on its head/site was still open"
-            raise StructureError(what, int(table["offset"][bad].as_py()))
-        keep = ready & (where.closed_at < np.inf)
-        self.results_dropped += int((ready & ~keep).sum())  # only at the end: the part never closed
+        keep = ready & (where.part >= 0)
+        never_closed = ready & ~keep  # only at the end: no PRR closes them
+        if never_closed.any():
+            self.results_dropped += int(never_closed.sum())
+            self.unclosed_sites.update(np.unique(site[never_closed]).tolist())
         self.site_mismatches += int((keep & where.by_fallback).sum())
+        if (loose := keep & ~where.in_pir).any():
+            counts = np.bincount(where.part[loose])
+            self.loose = np.pad(self.loose, (0, max(len(counts) - len(self.loose), 0)))
+            self.loose[: len(counts)] += counts
         if keep.all():
             self._emit(table, where.part)
         elif keep.any():
@@ -751,11 +840,12 @@ class Normalizer:
                 self._hand_over()
         self._settle(final=True)
         self.close()
-        parts, open_parts = self._parts_table()
+        parts, structure = self._parts_table()
         facts = self._file_facts()
-        facts["open_parts_dropped"] = open_parts
+        facts["open_parts_dropped"] = structure["pirs_never_closed"]
         facts["results_dropped"] = self.results_dropped
         facts["head_site_mismatches"] = self.site_mismatches
+        facts["structure"] = {**structure, **self._record_notes()}
         return parts, self._tests_table(), self._bins_table(), facts
 
     def close(self) -> None:
@@ -766,28 +856,22 @@ class Normalizer:
         batches = self.small.get(record_type)
         return pa.Table.from_batches(batches) if batches else None
 
-    def _parts_table(self) -> tuple[pa.Table, int]:
+    def _parts_table(self) -> tuple[pa.Table, dict]:
+        """One row per PRR (part index = PRR ordinal), and what the parts' structure was."""
+        pir, mismatch = self.parts.opening()
+        self.site_mismatches += int(mismatch.sum())
+        structure = self._structure(pir)
         if not self.prr_batches:
-            return PARTS_SCHEMA.empty_table(), self.parts.count
+            return PARTS_SCHEMA.empty_table(), structure
         prr = pa.Table.from_batches(self.prr_batches)
-        seq = to_numpy(prr["sequence_number"], np.uint64)
-        site = site_key(prr["HEAD_NUM"], prr["SITE_NUM"])
-        where = self.parts.place(site, seq)
-        if (where.part < 0).any():
-            bad = int(np.argmax(where.part < 0))
-            raise StructureError(
-                "a PRR with no open part (no PIR before it on its head/site)", _offset(prr, bad)
-            )
-        part_index = where.part
-        if len(np.unique(part_index)) != len(part_index):
-            dup = _first_duplicate(part_index)
-            raise StructureError("two PRRs close the same part", _offset(prr, dup))
-        self.site_mismatches += int(where.by_fallback.sum())
-        pir_seq = self.parts.all_pir[part_index]
+        part_index = np.arange(prr.num_rows)
+        # the WIR open when the part began: at its PIR, or for a part without one, at its PRR
+        pir_seq = self.parts.all_pir[np.clip(pir, 0, None)] if len(self.parts.all_pir) else 0
+        opened = np.where(pir >= 0, pir_seq, self.parts.all_prr)
         x = to_numpy(prr["X_COORD"], np.int16, NO_COORD)
         y = to_numpy(prr["Y_COORD"], np.int16, NO_COORD)
         part_flg = flag_bytes(prr["PART_FLG"])
-        wafer = self._wafer_of(to_numpy(prr["HEAD_NUM"], np.uint8), pir_seq)
+        wafer = self._wafer_of(to_numpy(prr["HEAD_NUM"], np.uint8), opened)
         mir = self._table("MIR")
         lot = mir["LOT_ID"][0].as_py() if mir is not None else None
         has_xy = (x != NO_COORD) & (y != NO_COORD)
@@ -823,7 +907,45 @@ class Normalizer:
                 "source_file": pa.array([self.source_file] * prr.num_rows, pa.string()),
             }
         )
-        return table.cast(PARTS_SCHEMA), self.parts.count - prr.num_rows
+        return table.cast(PARTS_SCHEMA), structure
+
+    def _structure(self, pir: np.ndarray) -> dict:
+        """How the file's parts were written (see `_Parts`): every count is of a documented rule."""
+        has_pir = pir >= 0
+        loose = np.pad(self.loose, (0, max(len(pir) - len(self.loose), 0)))
+        claimed = np.zeros(len(self.parts.all_pir), bool)
+        claimed[pir[has_pir]] = True
+        lost_sites = set(self.unclosed_sites)
+        for key, (pir_seq, pir_index) in self.parts.pir_by_site.items():
+            prr_seq = self.parts.prr_by_site.get(key, (pir_seq[:0],))[0]
+            after_last = pir_seq > (prr_seq[-1] if len(prr_seq) else -1)
+            if (after_last & ~claimed[pir_index]).any():
+                lost_sites.add(key)
+        return {
+            "parts_without_pir": int((~has_pir).sum()),
+            "results_before_pir": int(loose[: len(pir)][has_pir].sum()),
+            "results_in_parts_without_pir": int(loose[: len(pir)][~has_pir].sum()),
+            "results_never_closed": self.results_dropped,
+            "pirs_never_closed": int((~claimed).sum()),
+            "parts_lost": len(lost_sites),
+            "head_site_mismatches": self.site_mismatches,
+        }
+
+    def _record_notes(self) -> dict:
+        """Summary records by scope, records skipped (counted, not used), records refused as junk."""
+        scopes: Counter[str] = Counter()
+        for record_type in SUMMARY_TYPES:
+            if (t := self._table(record_type)) is not None and "HEAD_NUM" in t.column_names:
+                head, site = to_numpy(t["HEAD_NUM"], np.int64), to_numpy(t["SITE_NUM"], np.int64)
+                scopes["all_heads"] += int((head == ALL_HEADS).sum())
+                scopes["all_sites_of_a_head"] += int(((head != ALL_HEADS) & (site == ALL_HEADS)).sum())
+                scopes["one_site"] += int(((head != ALL_HEADS) & (site != ALL_HEADS)).sum())
+        skipped = {t: n for t, n in sorted(self.counts.items()) if t not in SKIPPED_QUIETLY and n}
+        return {
+            "summary_records": dict(sorted(scopes.items())),
+            "skipped_records": skipped,
+            "implausible_records": dict(sorted(self.implausible.items())),
+        }
 
     def _wafer_of(self, head: np.ndarray, pir_seq: np.ndarray) -> pa.Array:
         """The WAFER_ID of the WIR open on each part's head when its PIR came (null: no WIR)."""
@@ -867,7 +989,8 @@ class Normalizer:
                     {
                         "bin_type": pa.array([label] * t.num_rows, pa.string()),
                         "head_num": t["HEAD_NUM"],
-                        "site_num": t["SITE_NUM"],
+                        # the spec: with HEAD_NUM 255 (all heads) SITE_NUM is ignored; 255 = all sites
+                        "site_num": pc.if_else(pc.equal(t["HEAD_NUM"], ALL_HEADS), ALL_HEADS, t["SITE_NUM"]),
                         "bin_num": t[f"{prefix}_NUM"],
                         "bin_count": t[f"{prefix}_CNT"],
                         "pass_fail": blank_to_null(t[f"{prefix}_PF"]),
@@ -880,7 +1003,12 @@ class Normalizer:
     def _file_facts(self) -> dict:
         mir = self._table("MIR")
         if mir is None:
-            raise StructureError("no MIR record: the file has no lot information", self.records_end)
+            seen = ", ".join(f"{n} {t}" for t, n in sorted(self.counts.items()) if n) or "no records"
+            raise StructureError(
+                f"not a complete STDF file: no MIR (the Master Information Record, with lot, tester and "
+                f"test program) in its {self.records_end} bytes ({seen})",
+                self.records_end,
+            )
         m = mir.to_pylist()[0]
         mrr = self._table("MRR")
         wir = self._table("WIR")
@@ -961,12 +1089,3 @@ def _take(table: pa.Table, rows: np.ndarray) -> pa.Table:
 
 def _offset(table: pa.Table, row: int) -> int:
     return int(table["byte_offset"][row].as_py())
-
-
-def _first_duplicate(values: np.ndarray) -> int:
-    seen: set[int] = set()
-    for i, v in enumerate(values.tolist()):
-        if v in seen:
-            return i
-        seen.add(v)
-    return 0

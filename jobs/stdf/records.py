@@ -538,3 +538,14 @@ def field_type(record: str, field: str) -> str:
         if name == field:
             return stdf_type
     raise KeyError(f"{record} has no field {field}")
+
+
+_WIDTHS = {"U1": 1, "U2": 2, "U4": 4, "U8": 8, "I1": 1, "I2": 2, "I4": 4, "I8": 8, "R4": 4, "R8": 8,
+           "B1": 1, "C1": 1, "N1": 1, "Cn": 256, "Bn": 256, "Dn": 8194}  # fmt: skip
+
+
+def max_length(record: str) -> int | None:
+    """The longest REC_LEN a record of this type can have (each Cn/Bn at 255 bytes); None when
+    it holds arrays, whose length only their counts bound. A longer record is junk."""
+    widths = [_WIDTHS.get(stdf_type) for _, stdf_type in LAYOUTS.get(record, [("", "kx")])]
+    return None if None in widths else sum(widths)
