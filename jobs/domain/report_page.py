@@ -75,8 +75,7 @@ class MapFigure:
         axes = self.figure.subplots(1, len(panels), squeeze=False)[0]
         self.axes, self.images, self.subtitles = list(axes), [], []
         for ax, panel in zip(axes, panels, strict=True):
-            panel.cmap.set_bad("white")
-            image = ax.imshow(np.full((1, 1), np.nan), cmap=panel.cmap, norm=panel.norm, origin="lower",
+            image = ax.imshow(np.full((1, 1), np.nan), cmap=panel.cmap.with_extremes(bad="white"), norm=panel.norm, origin="lower",
                               interpolation="nearest")  # fmt: skip
             self.images.append(image)
             self.subtitles.append(ax.set_title(panel.title, fontsize=10))
@@ -361,7 +360,7 @@ def wafer_maps(
     bins = sorted(int(b) for b in dies["soft_bin"].unique())
     top = p_fail_scale(dies)
     maps = MapFigure([bin_panel(bins, names, "soft bin"),
-                      Panel("p_fail", _cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})")])  # fmt: skip
+                      Panel("p_fail", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})")])  # fmt: skip
     out = {}
     for (fab, lot, wafer), group in views.wafers(dies):
         passed = group["passed"]
@@ -382,7 +381,7 @@ def outcome_maps(dies: pd.DataFrame, day: dt.date, folder: Path) -> dict[str, tu
     folder.mkdir(parents=True, exist_ok=True)
     top = p_fail_scale(dies)
     codes = ListedColormap([c for _, c in OUTCOMES])
-    maps = MapFigure([Panel("p_fail (predicted)", _cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})"),
+    maps = MapFigure([Panel("p_fail (predicted)", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})"),
                       Panel("final test", codes, BoundaryNorm(np.arange(5) - 0.5, 4), legend=list(OUTCOMES))])  # fmt: skip
     out = {}
     for (fab, lot, wafer), group in views.wafers(dies):
@@ -403,8 +402,8 @@ def stacked_maps(dies: pd.DataFrame, folder: Path) -> dict[str, tuple[str, bytes
     """Per lot and per fab-day: the fail share and the mean p_fail per die position."""
     folder.mkdir(parents=True, exist_ok=True)
     top = p_fail_scale(dies)
-    maps = MapFigure([Panel("fail share", _cmap("Reds"), Normalize(0, 1), colorbar="share of wafers failing"),
-                      Panel("mean p_fail", _cmap("viridis"), Normalize(0, top), colorbar="mean p_fail")])  # fmt: skip
+    maps = MapFigure([Panel("fail share", colormaps.get_cmap("Reds"), Normalize(0, 1), colorbar="share of wafers failing"),
+                      Panel("mean p_fail", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar="mean p_fail")])  # fmt: skip
     out = {}
     for label, group in views.stack_groups(dies.assign(failed=~dies["passed"])):
         extent = views.extent_of(group)
@@ -417,10 +416,6 @@ def stacked_maps(dies: pd.DataFrame, folder: Path) -> dict[str, tuple[str, bytes
         (folder / f"{name}.png").write_bytes(data)
         out[name] = (label, data)
     return out
-
-
-def _cmap(name: str) -> Colormap:
-    return colormaps[name].copy()  # a copy: set_bad must not change the registry's
 
 
 def write_exports(
