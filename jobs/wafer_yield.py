@@ -711,17 +711,15 @@ def report_inputs(date: dt.date, trend_days: list[dt.date]) -> report_page.Repor
         forecasts=pd.read_parquet(Score(date=date).folder() / "wafers.parquet") if scored else None,
         scored=score["status"],
         previous=before,
-        trend=views.yield_trend(
-            {
-                str(d): pd.read_parquet(
-                    Features(date=d).folder() / "features.parquet", columns=["fab", "ws_passed"]
-                )
-                for d in trend_days
-            }  # fmt: skip
-        ),
+        trend=views.yield_trend({str(d): ws_outcomes(d) for d in trend_days}),
         key_tests=key_tests,
         min_forecast_yield=wafer_yield().min_forecast_yield,
     )
+
+
+def ws_outcomes(date: dt.date) -> pd.DataFrame:
+    """fab and ws_passed of every die of a day (its features)."""
+    return pd.read_parquet(Features(date=date).folder() / "features.parquet", columns=["fab", "ws_passed"])
 
 
 def scored_dies(date: dt.date) -> pd.DataFrame | None:

@@ -33,11 +33,29 @@ CHART_DPI = 80
 PASS_GREENS = ("#2ca02c", "#98df8a", "#1a6b1a", "#5fd35f")
 # Fail bins: a fixed colour per bin number (bin % len), never green, so a bin looks the same every day.
 FAIL_COLORS = (
-    "#d62728", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-    "#17becf", "#ff9896", "#aec7e8", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2", "#393b79",
-)  # fmt: skip
-OUTCOMES = (("failed wafer sort", "#d9d9d9"), ("final test passed", "#2ca02c"),
-            ("final test failed", "#d62728"), ("no final-test result", "#fdd0a2"))  # fmt: skip
+    "#d62728",
+    "#1f77b4",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#ff9896",
+    "#aec7e8",
+    "#ffbb78",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#393b79",
+)
+OUTCOMES = (
+    ("failed wafer sort", "#d9d9d9"),
+    ("final test passed", "#2ca02c"),
+    ("final test failed", "#d62728"),
+    ("no final-test result", "#fdd0a2"),
+)
 
 
 def newest_report(root: Path) -> Path | None:
@@ -75,8 +93,13 @@ class MapFigure:
         axes = self.figure.subplots(1, len(panels), squeeze=False)[0]
         self.axes, self.images, self.subtitles = list(axes), [], []
         for ax, panel in zip(axes, panels, strict=True):
-            image = ax.imshow(np.full((1, 1), np.nan), cmap=panel.cmap.with_extremes(bad="white"), norm=panel.norm, origin="lower",
-                              interpolation="nearest")  # fmt: skip
+            image = ax.imshow(
+                np.full((1, 1), np.nan),
+                cmap=panel.cmap.with_extremes(bad="white"),
+                norm=panel.norm,
+                origin="lower",
+                interpolation="nearest",
+            )
             self.images.append(image)
             self.subtitles.append(ax.set_title(panel.title, fontsize=10))
             ax.set_aspect("equal")
@@ -106,8 +129,12 @@ def bin_panel(bins: Sequence[int], names: dict[int, views.BinInfo], title: str) 
     legend = [
         (f"{b} {names[b].name if b in names else ''}".strip(), c) for b, c in zip(bins, colors, strict=False)
     ]
-    return Panel(title, ListedColormap(colors), BoundaryNorm(np.arange(len(colors) + 1) - 0.5, len(colors)),
-                 legend=legend)  # fmt: skip
+    return Panel(
+        title,
+        ListedColormap(colors),
+        BoundaryNorm(np.arange(len(colors) + 1) - 0.5, len(colors)),
+        legend=legend,
+    )
 
 
 def bin_index_grid(dies: pd.DataFrame, bins: Sequence[int]) -> views.Grid:
@@ -137,10 +164,14 @@ def p_fail_scale(*frames: pd.DataFrame) -> float:
 def plot_bin_paretos(soft: pd.DataFrame, hard: pd.DataFrame) -> Figure:
     made, axes = pages.figure("Bins by dies, with the cumulative share", cols=2, height=4.2)
     for ax, table, kind in ((axes[0][0], soft, "soft"), (axes[0][1], hard, "hard")):
-        _pareto(ax, [f"{b} {n}".strip() for b, n in zip(table["bin"], table["name"], strict=True)],
-                table["dies"].to_numpy(), table["cum_share"].to_numpy(),
-                [bin_color(b, p) for b, p in zip(table["bin"], table["passing"], strict=True)],
-                f"{kind} bins ({int(table['dies'].sum())} dies)")  # fmt: skip
+        _pareto(
+            ax,
+            [f"{b} {n}".strip() for b, n in zip(table["bin"], table["name"], strict=True)],
+            table["dies"].to_numpy(),
+            table["cum_share"].to_numpy(),
+            [bin_color(b, p) for b, p in zip(table["bin"], table["passing"], strict=True)],
+            f"{kind} bins ({int(table['dies'].sum())} dies)",
+        )
     return made
 
 
@@ -150,8 +181,14 @@ def plot_test_pareto(tests: pd.DataFrame, top: int = 15) -> Figure:
     if table.empty:
         pages.no_data(axes[0][0], "no failing dies")
         return made
-    _pareto(axes[0][0], list(table["test"]), table["dies"].to_numpy(), table["cum_share"].to_numpy(),
-            ["#4c72b0"] * len(table), f"{int(tests['dies'].sum())} failing dies, top {len(table)} tests")  # fmt: skip
+    _pareto(
+        axes[0][0],
+        list(table["test"]),
+        table["dies"].to_numpy(),
+        table["cum_share"].to_numpy(),
+        ["#4c72b0"] * len(table),
+        f"{int(tests['dies'].sum())} failing dies, top {len(table)} tests",
+    )
     return made
 
 
@@ -221,8 +258,12 @@ def plot_trend(trend: pd.DataFrame, date: dt.date) -> Figure:
 
 
 def plot_key_tests(values: pd.DataFrame, stats: pd.DataFrame, tests: Sequence[str]) -> Figure:
-    made, axes = pages.figure("Key tests: distribution per fab and the test limits", cols=max(len(tests), 1),
-                              height=3.6, width=max(4.0 * len(tests), 6))  # fmt: skip
+    made, axes = pages.figure(
+        "Key tests: distribution per fab and the test limits",
+        cols=max(len(tests), 1),
+        height=3.6,
+        width=max(4.0 * len(tests), 6),
+    )
     for ax, test in zip(axes[0], tests or ["(none)"], strict=False):
         mine = values[values["test"] == test]
         ax.set_title(test, fontsize=10)
@@ -359,8 +400,14 @@ def wafer_maps(
     folder.mkdir(parents=True, exist_ok=True)
     bins = sorted(int(b) for b in dies["soft_bin"].unique())
     top = p_fail_scale(dies)
-    maps = MapFigure([bin_panel(bins, names, "soft bin"),
-                      Panel("p_fail", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})")])  # fmt: skip
+    maps = MapFigure(
+        [
+            bin_panel(bins, names, "soft bin"),
+            Panel(
+                "p_fail", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})"
+            ),
+        ]
+    )
     out = {}
     for (fab, lot, wafer), group in views.wafers(dies):
         passed = group["passed"]
@@ -381,8 +428,17 @@ def outcome_maps(dies: pd.DataFrame, day: dt.date, folder: Path) -> dict[str, tu
     folder.mkdir(parents=True, exist_ok=True)
     top = p_fail_scale(dies)
     codes = ListedColormap([c for _, c in OUTCOMES])
-    maps = MapFigure([Panel("p_fail (predicted)", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar=f"p_fail (0..{top:g})"),
-                      Panel("final test", codes, BoundaryNorm(np.arange(5) - 0.5, 4), legend=list(OUTCOMES))])  # fmt: skip
+    maps = MapFigure(
+        [
+            Panel(
+                "p_fail (predicted)",
+                colormaps.get_cmap("viridis"),
+                Normalize(0, top),
+                colorbar=f"p_fail (0..{top:g})",
+            ),
+            Panel("final test", codes, BoundaryNorm(np.arange(5) - 0.5, 4), legend=list(OUTCOMES)),
+        ]
+    )
     out = {}
     for (fab, lot, wafer), group in views.wafers(dies):
         tested = group[group["passed"]]
@@ -402,8 +458,14 @@ def stacked_maps(dies: pd.DataFrame, folder: Path) -> dict[str, tuple[str, bytes
     """Per lot and per fab-day: the fail share and the mean p_fail per die position."""
     folder.mkdir(parents=True, exist_ok=True)
     top = p_fail_scale(dies)
-    maps = MapFigure([Panel("fail share", colormaps.get_cmap("Reds"), Normalize(0, 1), colorbar="share of wafers failing"),
-                      Panel("mean p_fail", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar="mean p_fail")])  # fmt: skip
+    maps = MapFigure(
+        [
+            Panel(
+                "fail share", colormaps.get_cmap("Reds"), Normalize(0, 1), colorbar="share of wafers failing"
+            ),
+            Panel("mean p_fail", colormaps.get_cmap("viridis"), Normalize(0, top), colorbar="mean p_fail"),
+        ]
+    )
     out = {}
     for label, group in views.stack_groups(dies.assign(failed=~dies["passed"])):
         extent = views.extent_of(group)
@@ -446,7 +508,6 @@ def report_html(
     wafers = tables["wafers"]
     low = wafers[wafers["forecast_yield"] < floor]
     cpk = tables["cpk"]
-    percent = {c: lambda s: (100 * s).round(1) for c in ("first_pass_yield", "final_yield", "forecast_yield")}
     numbers = {
         "dies": len(dies),
         "wafers": len(wafers),
@@ -455,31 +516,39 @@ def report_html(
         "first-pass yield": f"{dies['first_passed'].mean():.2%}" if len(dies) else "–",
         f"wafers forecast below {floor:.0%}": len(low),
         "scoring": inputs.scored,
-        "key tests with Cpk < 1.33": int(cpk["below_target"].sum()),
+        f"key tests with Cpk < {views.CPK_TARGET}": int(cpk["below_target"].sum()),
     }
     head = "".join(f"<tr><th>{html.escape(k)}</th><td>{pages.cell(v)}</td></tr>" for k, v in numbers.items())
-    previous = (
-        f"<h2>Final test of {inputs.previous[0]} against its p_fail</h2><div class=maps>{pages.inline_figures(images['outcomes'])}</div>"
-        if "outcomes" in images
-        else '<h2>Final test of the day before</h2><p class="empty">no earlier day in the history</p>'
-    )
+    if "outcomes" in images:
+        before = f"<h2>Final test of {inputs.previous[0]} against its p_fail</h2>"
+        before += f"<div class=maps>{pages.inline_figures(images['outcomes'])}</div>"
+    else:
+        before = '<h2>Final test of the day before</h2><p class="empty">no earlier day in the history</p>'
     charts = images["charts"]
-    body = f"""<p class="meta">{len(dies)} dies on {len(wafers)} wafers; the first pages engineers open.
-Exports: <a href="exports/dies.csv">dies.csv</a> ({exported["csv_rows"]} dies), {exported["sinf_maps"]} SINF maps in
-<a href="exports/sinf/">exports/sinf/</a>.</p>
+    keys = ", ".join(inputs.key_tests) or "none configured"
+    body = f"""<p class="meta">Wafer sort of {inputs.date}: {len(dies)} dies on {len(wafers)} wafers.
+Exports: <a href="exports/dies.csv">dies.csv</a> ({exported["csv_rows"]} dies, this day and the day before),
+{exported["sinf_maps"]} SINF maps in <a href="exports/sinf/">exports/sinf/</a>.</p>
 <h2>The day</h2><table>{head}</table>
 <h2>Paretos</h2>{pages.inline_figures({k: charts[k] for k in ("bin_pareto", "test_pareto")})}
 {pages.html_table(tables["soft"].head(12), "no dies")}
 <h2>Yield per wafer</h2>{pages.inline_figures({k: charts[k] for k in ("wafer_yield", "yield_trend")})}
-{pages.html_table(low.assign(**{c: f(low[c]) for c, f in percent.items()}), f"no wafer forecast below {floor:.0%}")}
+{pages.html_table(_percent(low), f"no wafer forecast below {floor:.0%}")}
 <h2>Stacked maps: per lot and per fab-day</h2><div class=maps>{pages.inline_figures(images["stacks"])}</div>
 <h2>Wafer maps</h2><div class=maps>{pages.inline_figures(images["maps"])}</div>
-{previous}
-<h2>Key tests: Cpk against the test limits</h2>{pages.inline_figures({"key_tests": charts["key_tests"]})}
+{before}
+<h2>Key tests ({html.escape(keys)}): Cpk against the test limits</h2>
+{pages.inline_figures({"key_tests": charts["key_tests"]})}
 {pages.html_table(cpk, "no key test ran today")}
-<h2>Key tests below Cpk 1.33</h2>{pages.html_table(cpk[cpk["below_target"]], "none")}
+<h2>Key tests below Cpk {views.CPK_TARGET}</h2>{pages.html_table(cpk[cpk["below_target"]], "none")}
 <h2>Retests</h2>{pages.inline_figures({"retests": charts["retests"]})}
 {pages.html_table(tables["recovery"], "no die failed its first pass")}
-<h2>Wafers</h2>{pages.html_table(wafers.assign(**{c: f(wafers[c]) for c, f in percent.items()}), "no wafers")}
+<h2>Wafers (yields in %)</h2>{pages.html_table(_percent(wafers), "no wafers")}
 """
     return pages.document(f"Yield report {inputs.date}", body)
+
+
+def _percent(wafers: pd.DataFrame) -> pd.DataFrame:
+    """The yield columns of a wafer table in % (one decimal), for the page's tables."""
+    columns = ("first_pass_yield", "final_yield", "forecast_yield")
+    return wafers.assign(**{c: (100 * wafers[c]).round(1) for c in columns})
