@@ -684,7 +684,14 @@ class YieldReport(DailyStage):
 
     def run(self) -> None:
         present, offline = present_fabs(self.date)
-        self.set_status_message(f"reading {', '.join(present) or 'no fab'}")
+        if not present:
+            with self.publish() as (work, manifest):
+                why = "no dies: every fab offline"
+                manifest.update(
+                    fabs=present, offline_fabs=offline, **report_page.empty_report(self.date, why, work)
+                )
+            return
+        self.set_status_message(f"reading {', '.join(present)}")
         inputs = report_inputs(self.date, self.trend_days())
         self.set_status_message(f"drawing {inputs.dies.groupby(views.WAFER).ngroups} wafers")
         with self.publish() as (work, manifest):
@@ -699,7 +706,7 @@ def report_inputs(date: dt.date, trend_days: list[dt.date]) -> report_page.Repor
     scored = score["status"] == "scored"
     previous = previous_history_day(date)
     before = None
-    if previous is not None:
+    if previous is not None and present_fabs(previous)[0]:
         labels = labels_landed(previous + dt.timedelta(days=1), date)
         before = (previous, views.die_table(day_tables(previous, [])[0], scored_dies(previous), labels))
     return report_page.ReportInputs(
@@ -728,8 +735,9 @@ def scored_dies(date: dt.date) -> pd.DataFrame | None:
 
 
 def day_tables(date: dt.date, key_tests: list[str]) -> tuple[pd.DataFrame, ...]:
-    """The day's wafer-sort parts, the results the report reads (failed ones and the key tests'),
-    and the bin and test tables of its wafer-sort files, each with `fab`."""
+    """The wafer-sort parts of a day with a fab present, the results the report reads (failed ones
+    and the key tests'), and the bin and test tables of its wafer-sort files; parts and results
+    with `fab`."""
     parts, results, bins, tests = [], [], [], []
     wanted = [[("failed", "==", True)], *([[("test_txt", "in", key_tests)]] if key_tests else [])]
     for fab in present_fabs(date)[0]:

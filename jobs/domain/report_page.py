@@ -104,6 +104,7 @@ class MapFigure:
             self.subtitles.append(ax.set_title(panel.title, fontsize=10))
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
+            ax.locator_params(nbins=5)
             if panel.colorbar:
                 self.figure.colorbar(image, ax=ax, shrink=0.8, label=panel.colorbar)
             if panel.legend:
@@ -120,7 +121,11 @@ class MapFigure:
             ax.set_ylim(y0, y1)
             if i < len(subtitles):
                 self.subtitles[i].set_text(subtitles[i])
-        return pages.png(self.figure, dpi=MAP_DPI)
+        data = pages.png(self.figure, dpi=MAP_DPI)
+        # The layout of the first map holds for the rest (same panels, similar wafers): solving
+        # it again for every map would take most of the drawing time.
+        self.figure.set_layout_engine(None)
+        return data
 
 
 def bin_panel(bins: Sequence[int], names: dict[int, views.BinInfo], title: str) -> Panel:
@@ -368,6 +373,7 @@ def render_report(inputs: ReportInputs, folder: Path) -> dict[str, Any]:
     (folder / "index.html").write_text(page, encoding="utf-8")
     low_cpk = tables["cpk"][tables["cpk"]["below_target"]]
     return {
+        "status": "reported",
         "rows": {
             "dies": len(dies),
             "wafers": len(images["maps"]),
@@ -377,6 +383,13 @@ def render_report(inputs: ReportInputs, folder: Path) -> dict[str, Any]:
         "images": sum(len(v) for v in images.values()),
         "exports": exported,
     }
+
+
+def empty_report(date: dt.date, why: str, folder: Path) -> dict[str, Any]:
+    """The page of a day without dies (every fab offline): why, and nothing else."""
+    body = f'<p class="empty">{html.escape(why)}</p>'
+    (folder / "index.html").write_text(pages.document(f"Yield report {date}", body), encoding="utf-8")
+    return {"status": why, "rows": {"dies": 0, "wafers": 0, "previous_day_wafers": 0}}
 
 
 def day_tables(inputs: ReportInputs, names: dict[str, dict[int, views.BinInfo]]) -> dict[str, pd.DataFrame]:

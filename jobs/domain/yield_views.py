@@ -147,6 +147,8 @@ def bin_names(bins: pd.DataFrame) -> dict[str, dict[int, BinInfo]]:
     """{'hard'|'soft': {bin: BinInfo}} from the HBR/SBR tables of the day's files (BINS_SCHEMA):
     the first name given; a bin counts as passing when its record says P."""
     out: dict[str, dict[int, BinInfo]] = {"hard": {}, "soft": {}}
+    if bins.empty:  # a day whose wafer-sort files were all set aside
+        return out
     named = bins.sort_values(["bin_type", "bin_num"], kind="stable")
     for kind, number, name, flag in named[["bin_type", "bin_num", "bin_name", "pass_fail"]].itertuples(
         index=False
@@ -265,6 +267,8 @@ def key_test_values(dies: pd.DataFrame, results: pd.DataFrame, tests: Sequence[s
 def test_limits(tests: pd.DataFrame) -> pd.DataFrame:
     """One row per test name (TESTS_SCHEMA tables of the day's files): units, lo_limit, hi_limit
     as the first file that gives them."""
+    if tests.empty:
+        return pd.DataFrame(columns=["test", "units", "lo_limit", "hi_limit"])
     ptr = tests[tests["kind"] == "PTR"].dropna(subset=["test_txt"])
     return (
         ptr.drop_duplicates("test_txt")[["test_txt", "units", "lo_limit", "hi_limit"]]
