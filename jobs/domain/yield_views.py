@@ -11,7 +11,7 @@
     retest_recovery(dies, names)           -> per first-pass soft bin: failed, retested, recovered
 
 `parts` are the wafer-sort parts of a day as ingested (every test of every die, with `fab`);
-`part_key` is unique within a fab-day, so the die key here is (fab, lot, wafer, x, y).
+`part_key` is unique within a fab-day only, so results join dies on (fab, part_key).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs.domain.features import FEATURE_KEY, WAFER_KEY
+from jobs.domain.dies import DIE_KEY, last_tests
+from jobs.domain.features import WAFER_KEY
 
-DIE_KEY = ["fab", *FEATURE_KEY]
 WAFER = ["fab", *WAFER_KEY]
 NO_FAILING_TEST = "(no failing test recorded)"
 CPK_TARGET = 1.33  # the usual capability floor: the spec spans at least 4 sigma each side of the mean
@@ -41,11 +41,13 @@ def die_table(
     (highest retest, ties to the last part), `retested`, `first_soft_bin` and `first_passed` of
     its first test, `p_fail` (null where not scored) and `ft_failed` (null: no final-test result)."""
     placed = parts.dropna(subset=["x_coord", "y_coord"]).astype({"x_coord": np.int16, "y_coord": np.int16})
-    order = placed.sort_values(["fab", "retest", "part_key"], kind="stable")
-    last = order.drop_duplicates(DIE_KEY, keep="last")
-    first = order.drop_duplicates(DIE_KEY, keep="first")[[*DIE_KEY, "soft_bin", "passed"]]
+    last = last_tests(placed)
+    first = placed.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(DIE_KEY, keep="first")
+    first = first[[*DIE_KEY, "soft_bin", "passed"]]
     first = first.rename(columns={"soft_bin": "first_soft_bin", "passed": "first_passed"})
-    dies = last[[*DIE_KEY, "hard_bin", "soft_bin", "passed", "retest", "part_key"]].merge(first, on=DIE_KEY)
+    dies = last[["fab", *DIE_KEY, "hard_bin", "soft_bin", "passed", "retest", "part_key"]].merge(
+        first, on=DIE_KEY
+    )
     dies["passed"] = dies["passed"].fillna(False).astype(bool)  # an invalid pass/fail flag fails
     dies["first_passed"] = dies["first_passed"].fillna(False).astype(bool)
     dies["retested"] = dies["retest"] > 0
@@ -55,12 +57,11 @@ def die_table(
     else:
         dies["p_fail"] = np.nan
     if labels is not None and len(labels):
-        ft = labels[[*FEATURE_KEY, "ft_failed"]]
-        dies = dies.merge(ft, on=FEATURE_KEY, how="left", validate="many_to_one")
+        dies = dies.merge(labels[[*DIE_KEY, "ft_failed"]], on=DIE_KEY, how="left", validate="one_to_one")
         dies["ft_failed"] = dies["ft_failed"].astype("boolean")
     else:
         dies["ft_failed"] = pd.array([pd.NA] * len(dies), dtype="boolean")
-    return dies.sort_values(DIE_KEY, ignore_index=True)
+    return dies.sort_values(["fab", *DIE_KEY], ignore_index=True)
 
 
 def wafers(dies: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
