@@ -55,6 +55,7 @@ class versions(luigi.Config):  # noqa: N801
     validate = luigi.IntParameter(default=1)
     deploy = luigi.IntParameter(default=1)
     score = luigi.IntParameter(default=1)
+    report = luigi.IntParameter(default=1)
     daily = luigi.IntParameter(default=1)
     fab_hour = luigi.IntParameter(default=1)
     reference = luigi.IntParameter(default=1)

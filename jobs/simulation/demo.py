@@ -29,7 +29,7 @@ from jobs.pipeline.settings import merge as merge_settings
 from jobs.pipeline.settings import paths, wafer_yield
 from jobs.pipeline.stages import stage_dir
 from jobs.simulation.simulate import main as simulate_main
-from jobs.wafer_yield import WaferYieldDaily
+from jobs.wafer_yield import WaferYieldDaily, YieldReport
 
 FIRST_DAY = dt.date(2026, 11, 14)
 DAYS = 7
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     page = render_dashboard(root)[-1]
     print(f"\noutputs under {root}; feature store in {stage_dir('feature_store')}; alerts in {alerts_file()}")
     print(f"run history: {page} (scripts/dashboard)")
+    print(f"yield report of {last}: {YieldReport(date=last).folder() / 'index.html'}")
     return 0 if ok and merged else 1
 
 
