@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import luigi
 import pandas as pd
 
 from jobs.domain import quality
@@ -36,6 +35,7 @@ from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, content_sha256, converted_folder
 from jobs.pipeline.landing import landed_files, landing_folders, still_landed
+from jobs.pipeline.parameters import PlausibleDateMinuteParameter
 from jobs.pipeline.settings import paths, quality_monitor, repo_file
 from jobs.pipeline.stages import FabDayStage, StageTask
 from jobs.wafer_yield import retrain_requests_dir
@@ -138,7 +138,7 @@ class QualityMonitor(StageTask):
     workflow = WORKFLOW
     period_parameter = "window"
     partition_glob = "date=*/window=*"
-    window = luigi.DateMinuteParameter(
+    window = PlausibleDateMinuteParameter(
         description="the window's start (UTC); it lasts [quality_monitor] window_minutes"
     )
 

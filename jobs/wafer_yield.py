@@ -38,6 +38,7 @@ from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, converted_folder
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
+from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
 
@@ -76,7 +77,7 @@ class DailyStage(StageTask):
     ran has delivered since, so the next run of the day includes the late fab."""
 
     workflow = WORKFLOW
-    date = luigi.DateParameter()
+    date = PlausibleDateParameter()
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}"
@@ -101,8 +102,8 @@ class FabDayLanded(luigi.ExternalTask):
     """A fab's landing day is there (_READY), or its deadline has passed and it counts as offline.
     Before the deadline a missing day keeps everything downstream waiting."""
 
-    fab = luigi.Parameter()
-    date = luigi.DateParameter()
+    fab = FabParameter(wafer_yield)
+    date = PlausibleDateParameter()
 
     def complete(self) -> bool:
         return is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date)
@@ -115,7 +116,7 @@ class IngestFab(DailyStage):
     stage = "ingest"
     folder_name = "ingest"
     reads = (ConvertFile,)
-    fab = luigi.Parameter()
+    fab = FabParameter(wafer_yield)
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}/fab={self.fab}"

@@ -24,7 +24,7 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from jobs.ops.luigid import pid_alive
+from jobs.files import pid_alive
 from jobs.pipeline.settings import paths
 
 logger = logging.getLogger("luigi-interface")

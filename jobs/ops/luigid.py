@@ -37,6 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.files import pid_alive
 from jobs.pipeline.settings import REPO_CONFIG, paths
 
 DEFAULT_PORT = 8082
@@ -96,16 +97,6 @@ def server_args(pid: int) -> list[str] | None:
         return [] if pid_alive(pid) else None
     args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
     return args if "jobs.ops.luigid" in args and "serve" in args else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running_pid(layout: Layout) -> int | None:
