@@ -125,6 +125,24 @@ def replace_dir(new: Path, target: Path) -> None:
         new.rename(target)
 
 
+def grant_group_read(path: Path, top: Path) -> None:
+    """Let the group read `path` (for a folder: all in it) and enter the folders from below `top`
+    down to it, whatever the umask: for files another service of the group reads (models)."""
+    path, top = Path(path), Path(top)
+    for folder in [top / p for p in reversed(path.relative_to(top).parents) if p != Path(".")]:
+        _add_mode(folder, 0o050)
+    _add_mode(path, 0o050 if path.is_dir() else 0o040)
+    for folder, dirs, names in os.walk(path):
+        for name in dirs:
+            _add_mode(Path(folder, name), 0o050)
+        for name in names:
+            _add_mode(Path(folder, name), 0o040)
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    os.chmod(path, os.stat(path).st_mode & 0o7777 | bits)
+
+
 # --- leftovers of killed writers ---------------------------------------------------------------
 
 # Hidden temporaries: `.NAME.tmp-PID-…` (temp_sibling, staged_folder), `.NAME.old.tmp-PID`

@@ -32,7 +32,7 @@ import pandas as pd
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.domain import quality
-from jobs.files import read_json, write_json
+from jobs.files import grant_group_read, read_json, write_json
 from jobs.ops import runtime
 from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
@@ -367,6 +367,12 @@ def registry() -> Path:
     return paths().root_path() / "models" / "registry"
 
 
+def share_with_group(path: Path) -> None:
+    """[yield_model] group_readable: a model folder or the registry readable by the group."""
+    if yield_model_settings().group_readable:
+        grant_group_read(path, paths().root_path())
+
+
 class Train(DailyStage):
     """`models/{tag}/date=D/`: a candidate trained on the labelled trailing window, or the
     reason there is none (quality gate, insufficient data)."""
@@ -432,10 +438,12 @@ class Train(DailyStage):
                 rows={"train": len(train), "new_devices": new_devices},
                 model=saved,
             )
+        share_with_group(self.folder())
 
     def _skip(self, decision: str, **numbers: Any) -> None:
         with self.publish() as (_, manifest):
             manifest.update(status="skipped", decision=decision, **numbers)
+        share_with_group(self.folder())
         alert(
             WORKFLOW,
             self.task_id,
@@ -585,6 +593,7 @@ class Deploy(DailyStage):
         if not (current and current["record"].get("sha256") == model["sha256"]):  # else: rerun after a kill
             kept = {"date": str(self.date), "sha256": model["sha256"], "why": record["why"]}
             yield_model.promote(registry(), Path(model["folder"]), kept)
+        share_with_group(registry())
         return True
 
 

@@ -19,7 +19,6 @@ import datetime as dt
 import html
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from jobs.files import write_bytes
 from jobs.ops.alerts import SEVERITIES, alerts_file, read_alerts
 from jobs.ops.history import history_file, read_runs, read_sla_misses
 from jobs.ops.workflows import WORKFLOWS
@@ -750,17 +750,9 @@ def render(
         png = io.BytesIO()
         chart.draw().savefig(png, format="png", dpi=100)
         images[chart.name] = (chart.caption, png.getvalue())
-        written.append(_replace(out / f"{chart.name}.png", png.getvalue()))
-    index = _replace(out / "index.html", page(history, root, days, images).encode("utf-8"))
+        written.append(write_bytes(out / f"{chart.name}.png", png.getvalue()))  # a page never shows half
+    index = write_bytes(out / "index.html", page(history, root, days, images).encode("utf-8"))
     return [*written, index]
-
-
-def _replace(path: Path, data: bytes) -> Path:
-    """Write `path` whole or not at all (a page open in a browser never shows half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def _positive(value: str) -> int:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.files import read_json, write_json
+from jobs.files import atomic_path, read_json, write_json
 from jobs.pipeline.parameters import inside_root
 from jobs.pipeline.settings import paths
 
@@ -51,8 +51,8 @@ def _move(source: Path, target: Path) -> None:
     try:
         os.rename(source, target)
     except OSError:  # another filesystem: copy whole under a hidden name, then swap in
-        shutil.copy2(source, target.with_name(f".{target.name}.tmp"))
-        os.replace(target.with_name(f".{target.name}.tmp"), target)
+        with atomic_path(target) as temporary:
+            shutil.copy2(source, temporary)
         source.unlink()
 
 

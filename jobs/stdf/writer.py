@@ -37,6 +37,8 @@ from typing import IO, Any, Self
 
 import numpy as np
 
+from jobs.files import file_mode
+
 from .records import ARRAY_COUNTS, ELEMENT_WIDTHS, LAYOUTS, RECORD_CODES, default_value
 
 __all__ = [
@@ -587,7 +589,7 @@ class StdfWriter:
                 self._out.close()
             self._raw.close()
             self._raw = None
-            os.chmod(self._tmp, 0o644)
+            os.chmod(self._tmp, file_mode())  # mkstemp makes it private; a plain write would not
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
