@@ -207,38 +207,45 @@ def _remove(path: Path) -> bool:
 
 def remove_leftovers(folder: Path, max_age_seconds: float, prefix: str = ".") -> list[Path]:
     """Remove the abandoned leftovers directly in `folder` whose names start with `prefix`."""
-    now = time.time()
     try:
         names = [e.name for e in os.scandir(folder)]
     except FileNotFoundError:
         return []
-    found = [folder / n for n in names if n.startswith(prefix) and is_leftover(n)]
+    return _remove_abandoned(
+        folder, [n for n in names if n.startswith(prefix) and is_leftover(n)], max_age_seconds
+    )
+
+
+def _remove_abandoned(folder: Path, names: list[str], max_age_seconds: float) -> list[Path]:
+    now = time.time()
+    found = [Path(folder, name) for name in names]
     return [p for p in found if abandoned(p, max_age_seconds, now) and _remove(p)]
 
 
 def sweep(top: Path, max_age_seconds: float, skip: Collection[str] = ()) -> list[Path]:
     """Remove every abandoned leftover below `top` (see `abandoned`); returns what went.
 
-    Cheap enough for every command: published folders (holding a manifest) are not entered, as
-    nothing inside them is temporary, nor the folders named in `skip` directly below `top`."""
+    Cheap enough for every command: one listing of each folder, and published folders (holding
+    a manifest) are not entered, as nothing inside them is temporary; nor are the folders named
+    in `skip` directly below `top`."""
     removed: list[Path] = []
     seen: set[tuple[int, int]] = set()
-    todo = [Path(top)]
+    todo = [str(top)]
     while todo:
         folder = todo.pop()
         try:
-            info = folder.stat()
+            info = os.stat(folder)
             if (info.st_dev, info.st_ino) in seen:  # a symlink loop
                 continue
             seen.add((info.st_dev, info.st_ino))
-            removed += remove_leftovers(folder, max_age_seconds)
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
             continue
+        leftovers = [e.name for e in entries if e.name.startswith(".") and is_leftover(e.name)]
+        removed += _remove_abandoned(Path(folder), leftovers, max_age_seconds)
         for entry in entries:
-            if is_leftover(entry.name) or (folder == Path(top) and entry.name in skip):
+            if entry.name in leftovers or (folder == str(top) and entry.name in skip) or not entry.is_dir():
                 continue
-            child = Path(entry.path)
-            if entry.is_dir() and not any((child / marker).exists() for marker in PUBLISHED_MARKERS):
-                todo.append(child)
+            if not any(os.path.exists(os.path.join(entry.path, m)) for m in PUBLISHED_MARKERS):
+                todo.append(entry.path)
     return removed
