@@ -13,39 +13,33 @@
 fab's recorded clock, so that a clock correction (a new row in the corrections file and a bump
 of the normalize version) recomputes Normalize and the store and reuses every FabHour and
 every per-file conversion.
-
-STDF records times per wafer (WIR/WRR, MIR/MRR), not per die: a die's test start is placed
-between its file's start and finish in the order its parts were tested.
+The computations are jobs/domain/merge.py's; these tasks only wire them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import luigi
-import numpy as np
 import pandas as pd
 
-from jobs.domain import features as feats
-from jobs.domain import harmonize
+from jobs.domain import merge
 from jobs.files import read_json
 from jobs.ops import runtime
 from jobs.ops.alerts import alert
-from jobs.pipeline.convert import ConvertFile, converted_folder
-from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders, still_landed
+from jobs.pipeline.convert import ConvertFile, landed_conversions
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders
 from jobs.pipeline.parameters import FabParameter, PlausibleDateHourParameter
+from jobs.pipeline.reference import clock_corrections, test_names
 from jobs.pipeline.settings import merge as merge_settings
-from jobs.pipeline.settings import repo_file
 from jobs.pipeline.stages import FabDayStage, StageTask
 
 runtime.install()
 WORKFLOW = "fab_merge"
 HOUR = dt.timedelta(hours=1)
-DIE_COLUMNS = [*feats.FEATURE_KEY, "part_key", "retest", "passed", "hard_bin", "soft_bin", "test_time_ms"]
 
 
 def hour_partition(hour: dt.datetime) -> str:
@@ -56,24 +50,9 @@ def utc(hour: dt.datetime) -> pd.Timestamp:
     return pd.Timestamp(hour).tz_localize("UTC") if pd.Timestamp(hour).tzinfo is None else pd.Timestamp(hour)
 
 
-@functools.cache
-def _test_names(path: str, mtime: float) -> pd.DataFrame:
-    return harmonize.read_test_names(Path(path))
-
-
-@functools.cache
-def _corrections(path: str, mtime: float) -> pd.DataFrame:
-    return harmonize.read_corrections(Path(path))
-
-
-def test_names() -> pd.DataFrame:
-    path = repo_file(merge_settings().test_names)
-    return _test_names(str(path), path.stat().st_mtime)
-
-
-def clock_corrections() -> pd.DataFrame:
-    path = repo_file(merge_settings().clock_corrections)
-    return _corrections(str(path), path.stat().st_mtime)
+def folder(target: luigi.LocalTarget) -> Path:
+    """The stage folder of an input (the target is its manifest)."""
+    return Path(target.path).parent
 
 
 # --- has a fab delivered an hour? -------------------------------------------------------------
@@ -153,91 +132,18 @@ class FabHour(HourlyStage):
         folders = landing_folders(self.fab, self.hour.date() - day, self.hour.date() + day)
         return [f for folder in folders for f in landed_files(folder) if f.stat().st_mtime >= earliest]
 
-    def run(self) -> Iterator[list[ConvertFile]]:
+    def run(self) -> Generator[list[ConvertFile], Any, None]:
         status = "delivered" if delivered(self.fab, self.hour) else "missing"
         files = self.candidates()
-        targets = yield [ConvertFile(path=str(f)) for f in files]
+        conversions = yield from landed_conversions(files)
         self.set_status_message(f"selecting the dies of {self.hour:%Y-%m-%d %H}:00 from {len(files)} files")
-        conversions = [read_json(Path(t.path)) for _, t in still_landed(files, targets)]
-        dies, results, tests, unreadable = hour_of_files(conversions, utc(self.hour))
+        dies, results, tests, unreadable = merge.hour_of_files(conversions, utc(self.hour))
         with self.publish() as (work, manifest):
             dies.to_parquet(work / "dies.parquet", index=False)
             results.to_parquet(work / "results.parquet", index=False)
             tests.to_parquet(work / "tests.parquet", index=False)
             manifest.update(status=status, files=int(dies["source_sha256"].nunique()), unreadable=unreadable)
             manifest["rows"] = {"dies": len(dies), "results": len(results)}
-
-
-def hour_of_files(conversions: list[dict], start: pd.Timestamp) -> tuple[pd.DataFrame, ...]:
-    """The dies (last test of each die) whose recorded test start is in [start, start + 1 h),
-    their PTR results and their files' test catalogues. Resent files (same sha256) count once."""
-    dies, results, tests, unreadable = [], [], [], []
-    seen: set[str] = set()
-    for conversion in conversions:
-        if conversion.get("status", "ok") != "ok":
-            unreadable.append(conversion["input"]["path"])
-            continue
-        sha, facts = conversion["input"]["sha256"], conversion["file"]
-        if sha in seen or not facts["wafers"] or not overlaps(facts, start):
-            continue
-        seen.add(sha)
-        folder = converted_folder(sha)
-        parts = pd.read_parquet(folder / "parts.parquet")
-        parts["recorded_start"] = part_starts(parts, facts)
-        last = final_tests(parts)
-        mine = last[(last["recorded_start"] >= start) & (last["recorded_start"] < start + pd.Timedelta(HOUR))]
-        if mine.empty:
-            continue
-        ptr = ptr_results(folder, mine["part_index"])
-        dies.append(mine.assign(source_sha256=sha))
-        results.append(ptr.assign(source_sha256=sha))
-        catalogue = pd.read_parquet(folder / "tests.parquet", columns=["test_num", "test_txt", "units"])
-        tests.append(catalogue.assign(source_sha256=sha))
-    return _concat(dies, DIE_FRAME), _concat(results, RESULT_FRAME), _concat(tests, TEST_FRAME), unreadable
-
-
-DIE_FRAME = {
-    "part_index": "int32", "lot_id": "str", "wafer_id": "str", "x_coord": "int16", "y_coord": "int16",
-    "retest": "int16", "passed": "bool", "hard_bin": "float64", "soft_bin": "float64",
-    "test_time_ms": "float64", "recorded_start": "datetime64[ns, UTC]", "source_sha256": "str",
-}  # fmt: skip
-RESULT_FRAME = {"part_index": "int32", "test_num": "uint32", "result": "float32", "source_sha256": "str"}
-TEST_FRAME = {"test_num": "uint32", "test_txt": "str", "units": "str", "source_sha256": "str"}
-
-
-def _concat(frames: list[pd.DataFrame], empty: dict[str, str]) -> pd.DataFrame:
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in empty.items()})
-    return pd.concat(frames, ignore_index=True)[list(empty)]
-
-
-def overlaps(facts: dict[str, Any], start: pd.Timestamp) -> bool:
-    """Whether a file's recorded test period [start, finish] meets the hour."""
-    first, last = pd.Timestamp(facts["start_time_utc"]), pd.Timestamp(facts["finish_time_utc"])
-    return first < start + pd.Timedelta(HOUR) and last >= start
-
-
-def part_starts(parts: pd.DataFrame, facts: dict[str, Any]) -> pd.Series:
-    """Each part's estimated test start: spread over the file's recorded test period in the
-    order the parts were tested (STDF keeps times per wafer, not per part)."""
-    first, last = pd.Timestamp(facts["start_time_utc"]), pd.Timestamp(facts["finish_time_utc"])
-    order = parts["part_index"].rank(method="first").to_numpy() - 1
-    share = order / max(len(parts), 1)
-    return pd.Series(first + (last - first) * share, index=parts.index)
-
-
-def ptr_results(folder: Path, parts: pd.Series) -> pd.DataFrame:
-    """A converted file's PTR results of the given parts: part_index, test_num, result."""
-    results = pd.read_parquet(
-        folder / "results.parquet", columns=["part_index", "kind", "test_num", "result"]
-    )
-    return results[(results["kind"] == "PTR") & results["part_index"].isin(parts)].drop(columns="kind")
-
-
-def final_tests(parts: pd.DataFrame) -> pd.DataFrame:
-    """Each die's last test (the highest retest index): in the store, the last test wins."""
-    placed = parts.dropna(subset=["x_coord", "y_coord"])
-    return placed.sort_values(["retest", "part_index"]).drop_duplicates(feats.FEATURE_KEY, keep="last")
 
 
 # --- the reference of robust z-scores --------------------------------------------------------------
@@ -257,33 +163,14 @@ class ReferenceStats(FabDayStage):
         earlier = landing_folders(self.fab, first, self.date - dt.timedelta(days=1))
         return earlier or landing_folders(self.fab, self.date, self.date)
 
-    def run(self) -> Iterator[list[ConvertFile]]:
+    def run(self) -> Generator[list[ConvertFile], Any, None]:
         folders = self.folders()
-        files = [f for folder in folders for f in landed_files(folder)]
-        targets = yield [ConvertFile(path=str(f)) for f in files]
+        conversions = yield from landed_conversions([f for folder in folders for f in landed_files(folder)])
         self.set_status_message(f"reference of {self.fab} over {len(folders)} day(s)")
-        converted = (read_json(Path(t.path)) for _, t in still_landed(files, targets))
-        conversions = {c["input"]["sha256"]: c for c in converted}  # a resent file: once
-        longs = [
-            harmonized_file(converted_folder(sha), self.fab)
-            for sha, c in conversions.items()
-            if c.get("status", "ok") == "ok" and c["file"]["wafers"]
-        ]
-        long = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame({"test": [], "value": []})
-        stats = harmonize.robust_stats(long)
+        stats, files = merge.reference_stats(conversions, self.fab, test_names())
         with self.publish() as (work, manifest):
             stats.to_parquet(work / "stats.parquet", index=False)
-            manifest.update(days=[f.name for f in folders], files=len(longs), rows={"tests": len(stats)})
-
-
-def harmonized_file(folder: Path, fab: str) -> pd.DataFrame:
-    """A converted file's final-test PTR results in canonical names and units."""
-    parts = pd.read_parquet(folder / "parts.parquet", columns=["part_index", *feats.FEATURE_KEY, "retest"])
-    results = ptr_results(folder, final_tests(parts)["part_index"])
-    catalogue = pd.read_parquet(folder / "tests.parquet", columns=["test_num", "test_txt", "units"])
-    return harmonize.harmonize(
-        results.rename(columns={"part_index": "part_key"}), catalogue, fab, test_names()
-    )
+            manifest.update(days=[f.name for f in folders], files=files, rows={"tests": len(stats)})
 
 
 # --- the UTC hour of every fab ---------------------------------------------------------------------
@@ -297,84 +184,42 @@ class Normalize(HourlyStage):
     stage = "normalize"
     reads = (FabHour, ReferenceStats)
 
-    def fab_hours(self) -> list[FabHour]:
-        """The recorded hours that can hold this UTC hour: the hour itself, and the hour shifted
-        by each clock correction of the fab near it."""
-        near = (utc(self.hour) - pd.Timedelta(days=1), utc(self.hour) + pd.Timedelta(days=1))
-        hours = []
-        for fab in merge_settings().fab_list():
-            for offset in sorted(harmonize.clock_offsets(clock_corrections(), fab, *near)):
-                hours.append(FabHour(fab=fab, hour=self.hour + dt.timedelta(hours=offset)))
-        return hours
-
     def requires(self) -> dict[str, Any]:
+        """Per fab, the recorded hours that can hold this UTC hour (the hour itself, and the hour
+        shifted by each clock correction of the fab near it) and the fab's reference."""
         fabs = merge_settings().fab_list()
+        shifts = {f: merge.fab_hour_offsets(clock_corrections(), f, utc(self.hour)) for f in fabs}
         return {
             "wait": [FabHourDelivered(fab=f, hour=self.hour) for f in fabs],
-            "fab_hours": self.fab_hours(),
-            "reference": [ReferenceStats(fab=f, date=self.hour.date()) for f in fabs],
+            "fab_hours": {
+                f: [FabHour(fab=f, hour=self.hour + dt.timedelta(hours=h)) for h in hours]
+                for f, hours in shifts.items()
+            },
+            "reference": {f: ReferenceStats(fab=f, date=self.hour.date()) for f in fabs},
         }
 
     def run(self) -> None:
         fabs = merge_settings().fab_list()
         missing = [f for f in fabs if not delivered(f, self.hour)]
-        frames = []
-        for fab in (f for f in fabs if f not in missing):
-            self.set_status_message(f"normalizing {fab}")
-            hours = [h for h in self.fab_hours() if h.fab == fab]
-            stats = pd.read_parquet(ReferenceStats(fab=fab, date=self.hour.date()).folder() / "stats.parquet")
-            frames.append(normalize_fab(fab, [h.folder() for h in hours], utc(self.hour), stats))
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        inputs = self.input()
+        present = [f for f in fabs if f not in missing]
+        self.set_status_message(f"normalizing {', '.join(present)}")
+        table = merge.normalize_hour(
+            {fab: [folder(t) for t in inputs["fab_hours"][fab]] for fab in present},
+            {fab: pd.read_parquet(folder(inputs["reference"][fab]) / "stats.parquet") for fab in present},
+            utc(self.hour),
+            test_names(),
+            clock_corrections(),
+        )
         with self.publish() as (work, manifest):
             table.to_parquet(work / "normalized.parquet", index=False)
             rows = table.groupby("fab").size().to_dict() if len(table) else {}
-            manifest.update(fabs=[f for f in fabs if f not in missing], missing_fabs=missing, rows=rows)
+            manifest.update(fabs=present, missing_fabs=missing, rows=rows)
         for fab in missing:
             late = f"{fab} had not delivered {self.hour:%Y-%m-%d %H}:00 by the deadline: merged without it"
             alert(
                 WORKFLOW, self.task_id, "warning", late, key=f"{fab} missing", hour=f"{self.hour:%Y-%m-%dT%H}"
             )
-
-
-def normalize_fab(fab: str, folders: list[Path], start: pd.Timestamp, stats: pd.DataFrame) -> pd.DataFrame:
-    """One fab's dies of the UTC hour starting at `start`, from its FabHour folders."""
-    dies = pd.concat([pd.read_parquet(f / "dies.parquet") for f in folders], ignore_index=True)
-    dies["test_start_utc"] = harmonize.to_utc(clock_corrections(), fab, dies["recorded_start"])
-    inside = (dies["test_start_utc"] >= start) & (dies["test_start_utc"] < start + pd.Timedelta(HOUR))
-    dies = dies[inside].reset_index(drop=True)
-    dies["part_key"] = np.arange(len(dies), dtype=np.int64)
-    values = [_harmonized(dies, folder, fab) for folder in folders]
-    long = (
-        pd.concat(values, ignore_index=True)
-        if values
-        else pd.DataFrame(columns=["part_key", "test", "value"])
-    )
-    long["z"] = harmonize.zscores(long, stats)
-    wide = long.pivot_table(index="part_key", columns="test", values=["value", "z"], aggfunc="last")
-    columns = {}
-    for test in harmonize.canonical_tests(test_names()):
-        columns[test] = wide["value"][test] if ("value", test) in wide.columns else np.nan
-        columns[f"{test}_z"] = wide["z"][test] if ("z", test) in wide.columns else np.nan
-    measured = pd.DataFrame(columns, index=wide.index).reindex(dies["part_key"])
-    out = dies[[*DIE_COLUMNS, "recorded_start", "test_start_utc", "source_sha256"]].assign(fab=fab)
-    return pd.concat([out.reset_index(drop=True), measured.reset_index(drop=True).astype("float32")], axis=1)
-
-
-def _harmonized(dies: pd.DataFrame, folder: Path, fab: str) -> pd.DataFrame:
-    """The PTR results of `dies` found in one FabHour folder, harmonized file by file."""
-    results = pd.read_parquet(folder / "results.parquet")
-    catalogue = pd.read_parquet(folder / "tests.parquet")
-    keys = dies[["source_sha256", "part_index", "part_key"]]
-    joined = results.merge(keys, on=["source_sha256", "part_index"])
-    frames = [
-        harmonize.harmonize(group, catalogue[catalogue["source_sha256"] == sha], fab, test_names())
-        for sha, group in joined.groupby("source_sha256")
-    ]
-    return (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["part_key", "test", "value"])
-    )
 
 
 # --- the feature store -----------------------------------------------------------------------------
@@ -392,31 +237,16 @@ class FeatureStore(HourlyStage):
         return Normalize(hour=self.hour)
 
     def run(self) -> None:
-        normalized = Normalize(hour=self.hour)
-        table = pd.read_parquet(normalized.folder() / "normalized.parquet")
-        fabs, missing = normalized.manifest()["fabs"], normalized.manifest()["missing_fabs"]
+        normalized = read_json(Path(self.input().path))
+        table = pd.read_parquet(folder(self.input()) / "normalized.parquet")
+        tables = merge.store_tables(table, normalized["fabs"], test_names())
         with self.publish() as (work, manifest):
-            for fab in fabs:
-                rows = table[table["fab"] == fab].drop(columns=["fab"]) if len(table) else store_frame()
+            for fab, rows in tables.items():
                 (work / f"fab={fab}").mkdir()
                 rows.to_parquet(work / f"fab={fab}" / "part-0.parquet", index=False)
-            manifest.update(fabs=fabs, missing_fabs=missing, rows=normalized.manifest()["rows"])
-
-
-def store_frame() -> pd.DataFrame:
-    """An empty store table with the columns every fab's file has."""
-    columns = {c: pd.Series(dtype=t) for c, t in DIE_FRAME.items() if c in DIE_COLUMNS}
-    columns |= {
-        "part_key": pd.Series(dtype="int64"),
-        "recorded_start": pd.Series(dtype="datetime64[ns, UTC]"),
-    }
-    columns |= {
-        "test_start_utc": pd.Series(dtype="datetime64[ns, UTC]"),
-        "source_sha256": pd.Series(dtype="str"),
-    }
-    for test in harmonize.canonical_tests(test_names()):
-        columns |= {test: pd.Series(dtype="float32"), f"{test}_z": pd.Series(dtype="float32")}
-    return pd.DataFrame(columns)
+            manifest.update(
+                fabs=normalized["fabs"], missing_fabs=normalized["missing_fabs"], rows=normalized["rows"]
+            )
 
 
 class FabMergeHourly(HourlyStage):
@@ -430,6 +260,6 @@ class FabMergeHourly(HourlyStage):
         return FeatureStore(hour=self.hour)
 
     def run(self) -> None:
-        store = FeatureStore(hour=self.hour).manifest()
+        store = read_json(Path(self.input().path))
         with self.publish() as (_, manifest):
             manifest.update(fabs=store["fabs"], missing_fabs=store["missing_fabs"], rows=store["rows"])

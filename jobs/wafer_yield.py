@@ -29,9 +29,9 @@ from typing import Any
 import luigi
 import pandas as pd
 
+from jobs.domain import decisions, ingest, quality
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
-from jobs.domain import quality
 from jobs.files import grant_group_read, read_json, write_json
 from jobs.ops import runtime
 from jobs.ops.alerts import alert
@@ -39,6 +39,7 @@ from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, converted_folder
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
 from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
+from jobs.pipeline.requests import consume, open_retrain_requests
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
 
@@ -139,7 +140,7 @@ class IngestFab(DailyStage):
         readable, quarantined = self._quarantine_unreadable(still_landed(files, conversions))
         self.set_status_message(f"combining {len(readable)} conversions")
         with self.publish(inputs=[f for f, _ in readable]) as (work, manifest):
-            manifest.update(status="ok", **ingest_files(readable, work))
+            manifest.update(status="ok", **ingest.combine_day(readable, path_of, work))
             manifest["quarantined"] = quarantined
         self.set_progress_percentage(100)
 
@@ -184,54 +185,9 @@ class IngestFab(DailyStage):
         return readable, quarantined
 
 
-def ingest_files(readable: list[tuple[Path, dict]], work: Path) -> dict[str, Any]:
-    """Write the day's wafer-sort dies/results and final-test units into `work`; return the
-    manifest entries. A file resent under another name (same sha256) is read once: the copy
-    that landed first counts, later ones are listed as duplicates."""
-    seen: dict[str, str] = {}
-    sort_folders, test_folders, files, duplicates = [], [], [], []
-    for path, converted in sorted(readable, key=lambda item: (item[0].stat().st_mtime_ns, item[0].name)):
-        sha = converted["input"]["sha256"]
-        if sha in seen:
-            duplicates.append({"file": path.name, "same_as": seen[sha], "sha256": sha})
-            continue
-        seen[sha] = path.name
-        wafer_sort = bool(converted["file"]["wafers"])
-        (sort_folders if wafer_sort else test_folders).append(Path(path_of(converted)))
-        files.append(
-            {
-                "file": path.name,
-                "sha256": sha,
-                "flow": "wafer_sort" if wafer_sort else "final_test",
-                "job": converted["file"]["job"],
-                "parts": converted["rows"]["parts"],
-                "truncated": converted["truncated"],
-            }
-        )
-    dies, results = feats.combine_conversions(sort_folders)
-    jobs = {f["sha256"]: f["job"] for f in files}
-    dies["job"] = dies["source_sha256"].map(jobs).astype("string")
-    dies.to_parquet(work / "dies.parquet", index=False)
-    results.to_parquet(work / "results.parquet", index=False)
-    units, unparsed = final_test_units(test_folders)
-    units.to_parquet(work / "final_test.parquet", index=False)
-    return {
-        "files": files,
-        "duplicate_files": duplicates,
-        "truncated_files": [f["file"] for f in files if f["truncated"]],
-        "final_test_unparsed_units": unparsed,
-        "rows": {"dies": len(dies), "results": len(results), "final_test_units": len(units)},
-    }
-
-
 def path_of(converted: dict[str, Any]) -> Path:
     """The conversion folder of a ConvertFile manifest."""
     return converted_folder(converted["input"]["sha256"])
-
-
-def final_test_units(folders: list[Path]) -> tuple[pd.DataFrame, int]:
-    parts, _ = feats.combine_conversions(folders)
-    return feats.final_test_labels(parts)
 
 
 def read_ingest(fab: str, date: dt.date, tables: Iterable[str] = ("dies", "results")) -> dict[str, Any]:
@@ -400,30 +356,17 @@ class Train(DailyStage):
 
     def run(self) -> None:
         settings = wafer_yield()
-        gate = self.requires()["gate"].manifest()
-        new_devices = Features(date=self.date).manifest()["rows"]["dies"]
-        if not gate["passed"]:
-            return self._skip("skipped: quality gate", failed_checks=gate["failed"])
-        if new_devices < settings.min_devices:
-            return self._skip(
-                f"skipped: insufficient data ({new_devices} < {settings.min_devices} devices)",
-                new_devices=new_devices,
-            )
+        gate = read_json(Path(self.input()["gate"].path))
+        new_devices = read_json(Path(self.input()["today"].path))["rows"]["dies"]
         self.set_status_message("loading the labelled window")
-        window = labelled_days(self.window(), known_by=self.date)
+        worth_loading = gate["passed"] and new_devices >= settings.min_devices
+        window = labelled_days(self.window(), known_by=self.date) if worth_loading else pd.DataFrame()
         labelled = window[window["ft_failed"].notna() & window["ws_passed"]] if len(window) else window
-        days = sorted(labelled["date"].unique()) if len(labelled) else []
-        if len(days) < 2:
-            return self._skip(
-                f"skipped: insufficient data ({len(days)} labelled days < 2)", new_devices=new_devices
-            )
-        holdout, train_days = days[-1], days[:-1][-settings.train_window_days :]
-        train = labelled[labelled["date"].isin(train_days)]
-        if len(train) < settings.min_devices:
-            return self._skip(
-                f"skipped: insufficient data ({len(train)} < {settings.min_devices} labelled devices)",
-                new_devices=new_devices,
-            )
+        rules = decisions.TrainingRules(settings.min_devices, settings.train_window_days)
+        plan = decisions.training_plan(gate["passed"], gate["failed"], new_devices, labelled, rules)
+        if plan["status"] == "skipped":
+            return self._skip(plan.pop("decision"), **{k: v for k, v in plan.items() if k != "status"})
+        train, train_days = plan["train"], plan["train_days"]
         self.set_status_message(f"training on {len(train)} dies of {len(train_days)} days")
         self.set_progress_percentage(20)
         params = model_params()
@@ -433,7 +376,7 @@ class Train(DailyStage):
             saved = yield_model.save_model(candidate, work)
             manifest.update(
                 status="trained",
-                holdout_day=str(holdout),
+                holdout_day=str(plan["holdout"]),
                 train_days=[str(d) for d in train_days],
                 rows={"train": len(train), "new_devices": new_devices},
                 model=saved,
@@ -481,12 +424,22 @@ class Validate(DailyStage):
         previous = previous_history_day(self.date)
         return Deploy(date=previous) if previous else None
 
+    def backtest_days(self) -> list[dt.date]:
+        """The days whose predictions the backtest checks against the labels known now."""
+        first = self.date - dt.timedelta(days=wafer_yield().backtest_days)
+        return history_days(first, self.date - dt.timedelta(days=1))
+
     def requires(self) -> dict[str, Any]:
         previous = self.previous_deploy()
-        return {"train": Train(date=self.date), **({"previous": previous} if previous else {})}
+        return {
+            "train": Train(date=self.date),
+            **({"previous": previous} if previous else {}),
+            # a report, not a decision: not part of the version lineage (`reads`)
+            "backtest": [Score(date=d) for d in self.backtest_days()],
+        }
 
     def run(self) -> None:
-        trained = Train(date=self.date).manifest()
+        trained = read_json(Path(self.input()["train"].path))
         champion = champion_before(self.date, self.previous_deploy())
         metrics: dict[str, Any] = {"champion_model": champion, "backtest": self.backtest()}
         if trained["status"] == "trained":
@@ -507,13 +460,10 @@ class Validate(DailyStage):
 
     def backtest(self) -> dict[str, Any]:
         """How the predictions made on each of the last days fared against the labels known now."""
-        first = self.date - dt.timedelta(days=wafer_yield().backtest_days)
-        days = [
-            d for d in history_days(first, self.date - dt.timedelta(days=1)) if predictions_path(d).exists()
-        ]
+        days = [d for d in self.backtest_days() if predictions_path(d).exists()]  # not: no model yet
         if not days:
             return {"days": 0}
-        labels = labels_landed(first + dt.timedelta(days=1), self.date)
+        labels = labels_landed(days[0] + dt.timedelta(days=1), self.date)
         per_day = {
             str(d): yield_model.score_predictions(pd.read_parquet(predictions_path(d)), labels) for d in days
         }
@@ -534,54 +484,37 @@ class Deploy(DailyStage):
         return Validate(date=self.date)
 
     def run(self) -> None:
-        validation = Validate(date=self.date).manifest()
+        validation = read_json(Path(self.input().path))
         trained = Train(date=self.date).manifest()
         champion = validation["champion_model"]
         if trained["status"] != "trained":
             record = {"decision": trained["decision"], "production_after": champion}
         else:
             requests = open_retrain_requests(self.date)
-            record = self._judge(trained, validation, champion, [r for _, r in requests])
+            settings = wafer_yield()
+            candidate = {
+                "folder": str(Train(date=self.date).folder()),
+                "date": str(self.date),
+                **trained["model"],
+            }
+            record = decisions.deploy_decision(
+                validation["candidate"],
+                validation.get("champion"),
+                candidate,
+                champion,
+                [r for _, r in requests],
+                decisions.DeployRules(settings.auc_margin, settings.min_accuracy),
+            )
             consume(requests, self.date)
+        if warning := record.pop("alert", None):
+            numbers = {k: record[k] for k in ("candidate", "champion", "auc_margin", "retrain_requests")}
+            alert(WORKFLOW, self.task_id, "error", warning, key="accuracy", **numbers)
         record["pointer_moved"] = False
         if record["decision"] == "deployed":
             record["pointer_moved"] = self._promote(record)
         with self.publish() as (work, manifest):
             write_json(work / "decision.json", record)
             manifest.update(record)
-
-    def _judge(
-        self, trained: dict, validation: dict, champion: dict | None, requests: list[dict]
-    ) -> dict[str, Any]:
-        """Deploy a candidate that beats the champion by the margin with enough accuracy. A retrain
-        request (drift found by the quality monitor) waives the margin: the champion learned from
-        data from before the drift, so a candidate as good on the new data replaces it."""
-        settings = wafer_yield()
-        new = validation["candidate"]
-        old = validation.get("champion")
-        margin = 0.0 if requests else settings.auc_margin
-        numbers = {"candidate": new, "champion": old, "auc_margin": margin, "retrain_requests": requests}
-        candidate = {
-            "folder": str(Train(date=self.date).folder()),
-            "date": str(self.date),
-            **trained["model"],
-        }
-        kept = {"decision": "kept champion" if champion else "not deployed", "production_after": champion}
-        if new["accuracy"] < settings.min_accuracy:
-            why = f"accuracy {new['accuracy']:.4f} < {settings.min_accuracy}"
-            alert(
-                WORKFLOW, self.task_id, "error", f"candidate not deployed: {why}", key="accuracy", **numbers
-            )
-            return {**kept, "why": why, **numbers}
-        drift = "; ".join(
-            f"retrain requested: drift of {r['test']} on {r['fab']} (PSI {r['psi']:.2f})" for r in requests
-        )
-        if old and new["auc"] < old["auc"] + margin:
-            why = f"AUC {new['auc']:.4f} does not beat the champion's {old['auc']:.4f} by {margin}"
-            return {**kept, "why": "; ".join(filter(None, [why, drift])), **numbers}
-        against = f"AUC {new['auc']:.4f} vs champion {old['auc']:.4f}" if old else "first model"
-        why = "; ".join(filter(None, [f"{against}, accuracy {new['accuracy']:.4f}", drift]))
-        return {"decision": "deployed", "why": why, "production_after": candidate, **numbers}
 
     def _promote(self, record: dict[str, Any]) -> bool:
         """Point production at the new model, unless a later day's decision already moved it (a
@@ -595,24 +528,6 @@ class Deploy(DailyStage):
             yield_model.promote(registry(), Path(model["folder"]), kept)
         share_with_group(registry())
         return True
-
-
-def retrain_requests_dir() -> Path:
-    return paths().root_path() / "requests" / "retrain"
-
-
-def open_retrain_requests(date: dt.date) -> list[tuple[Path, dict[str, Any]]]:
-    """Retrain requests (jobs/quality_monitor.py) from windows up to the end of `date`."""
-    folder = retrain_requests_dir()
-    found = [(p, read_json(p)) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
-    return [(p, r) for p, r in found if r["window"][:10] <= f"{date:%Y-%m-%d}"]
-
-
-def consume(requests: list[tuple[Path, dict[str, Any]]], date: dt.date) -> None:
-    """Requests a decision has taken into account move to `done/`, with the decision's date."""
-    for path, request in requests:
-        write_json(path.parent / "done" / path.name, {**request, "honoured_by": f"Deploy {date}"})
-        path.unlink()
 
 
 # --- scoring and the daily summary -----------------------------------------------------------

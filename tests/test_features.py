@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.domain import features as feat
+from jobs.simulation.floor import neighbour_fail_share
 from jobs.simulation.simulate import main as simulate
-from jobs.simulation.simulate import neighbour_fail_share
 from jobs.stdf import convert_stdf
 from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
 
@@ -185,7 +185,7 @@ def test_combine_conversions_keys_parts_across_files(tmp_path: Path) -> None:
 def test_final_test_labels_parse_and_count_the_unnamed() -> None:
     texts = [
         "lot=L1;wafer=01;x=3;y=-4",
-        "y=5;x=-2;wafer=02;lot=L1",  # another field order: parse_ft_part_txt's rule
+        "y=5;x=-2;wafer=02;lot=L1",  # another field order: parse_part_txt's rule
         "lot=L1;wafer=01;x=3;y=-4",  # the same unit again (a retest): the last result counts
         "lot=L1;wafer=01;x=40000;y=1",  # no int16 coordinate
         "junk",

@@ -19,13 +19,14 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 from luigi.tools.range import RangeByMinutes
 
+from jobs.domain.decisions import DeployRules, deploy_decision
 from jobs.files import read_json
 from jobs.ops import quarantine
 from jobs.ops.alerts import read_alerts
+from jobs.pipeline.requests import open_retrain_requests
 from jobs.pipeline.stages import stage_dir
 from jobs.quality_monitor import QualityMonitor
 from jobs.simulation.simulate import main as simulate
-from jobs.wafer_yield import Deploy, open_retrain_requests
 from tests.helpers import luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
@@ -163,13 +164,15 @@ def test_drift_alerts_and_requests_a_retrain_without_quarantining(floor: Path) -
 
 def test_a_retrain_request_waives_the_deploy_margin_and_is_recorded(floor: Path) -> None:
     requests = [r for _, r in open_retrain_requests(DRIFTED)]
-    validation = {"candidate": {"auc": 0.850, "accuracy": 0.95}, "champion": {"auc": 0.851, "accuracy": 0.95}}
-    trained = {"model": {"sha256": "x", "features": []}}
-    champion = {"folder": "/m", "date": str(CLEAN)}
-    judge = Deploy(date=DRIFTED)._judge
-    assert judge(trained, validation, champion, [])["decision"] == "kept champion"
-    better = {**validation, "candidate": {"auc": 0.851, "accuracy": 0.95}}
-    decided = judge(trained, better, champion, requests)
+    candidate, champion = {"auc": 0.850, "accuracy": 0.95}, {"auc": 0.851, "accuracy": 0.95}
+    models = {"candidate_model": {"sha256": "x"}, "champion_model": {"folder": "/m", "date": str(CLEAN)}}
+    rules = DeployRules(auc_margin=0.002, min_accuracy=0.9)
+    assert (
+        deploy_decision(candidate, champion, requests=[], rules=rules, **models)["decision"]
+        == "kept champion"
+    )
+    better = {"auc": 0.851, "accuracy": 0.95}
+    decided = deploy_decision(better, champion, requests=requests, rules=rules, **models)
     assert (
         decided["decision"] == "deployed"
         and "retrain requested: drift of VTH_N_PM1 on fab2" in decided["why"]

@@ -16,18 +16,14 @@ import pytest
 import stdf_convert
 from sklearn.metrics import roc_auc_score
 
-from jobs.simulation import simulate
-from jobs.simulation.simulate import (
-    FABS,
-    Run,
-    Scale,
-    dialect_of,
-    ft_part_txt,
-    main,
-    parse_faults,
-    parse_ft_part_txt,
-)
+from jobs.domain.part_text import format_part_txt, parse_part_txt
+from jobs.simulation.faults import FAULT_GRAMMAR, parse_faults
+from jobs.simulation.floor import FABS, Scale, lot_id
+from jobs.simulation.programs import dialect_of, wafer_sort_program
+from jobs.simulation.run import Run, simulate
+from jobs.simulation.simulate import _faults_help, main
 from jobs.stdf import read_stdf
+from jobs.stdf.records import KNOWN_RECORD_TYPES
 from tests.helpers import read_pystdf
 
 DAYS = ["2026-11-16", "2026-11-17", "2026-11-18"]
@@ -83,12 +79,10 @@ def test_landing_and_truth_layout(clean: Path) -> None:
         for i, day in enumerate(DAYS):
             folder = clean / "landing" / fab / day
             names = sorted(p.name for p in folder.iterdir())
-            lot = simulate.lot_id(fab, dt.date.fromisoformat(day), 0)
+            lot = lot_id(fab, dt.date.fromisoformat(day), 0)
             expected_ws = [f"{lot}_{w:02d}.stdf.gz" for w in (1, 2, 3)]
             expected_ft = (
-                []
-                if i == 0
-                else [f"FT_{simulate.lot_id(fab, dt.date.fromisoformat(DAYS[i - 1]), 0)}.stdf.gz"]
+                [] if i == 0 else [f"FT_{lot_id(fab, dt.date.fromisoformat(DAYS[i - 1]), 0)}.stdf.gz"]
             )
             assert names == sorted(expected_ws + expected_ft + ["_READY"])
             assert (folder / "_READY").stat().st_size == 0
@@ -109,9 +103,7 @@ def test_landing_and_truth_layout(clean: Path) -> None:
             assert set(truth.wafer_id) == {"01", "02", "03"} and set(truth.lot_id) == {lot}
         # The last day's final test lands the day after, without a _READY (that day was not simulated).
         after = clean / "landing" / fab / "2026-11-19"
-        assert [p.name for p in after.iterdir()] == [
-            f"FT_{simulate.lot_id(fab, dt.date(2026, 11, 18), 0)}.stdf.gz"
-        ]
+        assert [p.name for p in after.iterdir()] == [f"FT_{lot_id(fab, dt.date(2026, 11, 18), 0)}.stdf.gz"]
     oracle = json.loads((clean / "truth" / "oracle.json").read_text())
     assert sorted(oracle["days"]) == DAYS
     assert "localtime" not in (clean / "truth" / "README.md").read_text().split("## Faults applied")[1]
@@ -190,7 +182,7 @@ def test_wafer_sort_file_content(clean: Path) -> None:
 def test_parts_bracket_their_results(tmp_path: Path) -> None:
     """PIRs of a touchdown's sites, then their results, then their PRRs (read with pystdf)."""
     tiny = Scale(lots=1, wafers=1, wafer_radius=6.5, n_ptr=20, compresslevel=1)
-    simulate.simulate(Run(tmp_path, (dt.date(2026, 11, 16),), ("fab1",), tiny), progress=False)
+    simulate(Run(tmp_path, (dt.date(2026, 11, 16),), ("fab1",), tiny), progress=False)
     path = wafer_files(tmp_path, "fab1", DAYS[0])[0]
     records = read_pystdf(path)
     assert [name for name, _ in records[:3]] == ["FAR", "MIR", "SDR"]
@@ -218,13 +210,13 @@ def test_parts_bracket_their_results(tmp_path: Path) -> None:
 def test_final_test_files_and_truth(clean: Path) -> None:
     for fab in ("fab1", "fab2"):
         for ws_day, ft_day in zip(DAYS, [*DAYS[1:], "2026-11-19"], strict=True):
-            lot = simulate.lot_id(fab, dt.date.fromisoformat(ws_day), 0)
+            lot = lot_id(fab, dt.date.fromisoformat(ws_day), 0)
             t = stdf_convert.tables(clean / "landing" / fab / ft_day / f"FT_{lot}.stdf.gz")
             assert "WIR" not in t and "WRR" not in t
             assert t["MIR"]["LOT_ID"].to_pylist() == [lot] and t["MIR"]["TEST_COD"].to_pylist() == ["FT1"]
             prr = t["PRR"].to_pandas()
             assert (prr.X_COORD == -32768).all() and (prr.Y_COORD == -32768).all()
-            keys = [parse_ft_part_txt(s) for s in prr.PART_TXT]
+            keys = [parse_part_txt(s) for s in prr.PART_TXT]
             ft = pd.DataFrame(keys, columns=["lot_id", "wafer_id", "x_coord", "y_coord"])
             ft["ft_failed"] = (prr.HARD_BIN != 1).to_numpy()
             truth = pd.read_parquet(clean / "truth" / fab / f"{ws_day}.parquet")
@@ -249,15 +241,15 @@ def test_final_test_files_and_truth(clean: Path) -> None:
 
 
 def test_part_txt_round_trip() -> None:
-    texts = ft_part_txt("F1A26327A01", np.array(["03", "25"]), np.array([12, -21]), np.array([-7, 0]))
+    texts = format_part_txt("F1A26327A01", np.array(["03", "25"]), np.array([12, -21]), np.array([-7, 0]))
     assert texts.tolist() == ["lot=F1A26327A01;wafer=03;x=12;y=-7", "lot=F1A26327A01;wafer=25;x=-21;y=0"]
-    assert [parse_ft_part_txt(s) for s in texts] == [
+    assert [parse_part_txt(s) for s in texts] == [
         ("F1A26327A01", "03", 12, -7),
         ("F1A26327A01", "25", -21, 0),
     ]
     for bad in ("", "lot=A;wafer=01;x=1", "lot=A;wafer=01;x=one;y=2", "serial 17"):
         with pytest.raises(ValueError, match="PART_TXT"):
-            parse_ft_part_txt(bad)
+            parse_part_txt(bad)
 
 
 def test_oracle_auc(clean: Path) -> None:
@@ -275,13 +267,13 @@ def test_oracle_auc(clean: Path) -> None:
 
 def test_lot_ids_are_unique_across_fabs_and_days() -> None:
     ids = {
-        simulate.lot_id(f, dt.date(2026, 1, 1) + dt.timedelta(days=d), i)
+        lot_id(f, dt.date(2026, 1, 1) + dt.timedelta(days=d), i)
         for f in FABS
         for d in range(400)
         for i in range(3)
     }
     assert len(ids) == len(FABS) * 400 * 3
-    assert simulate.lot_id("fab1", dt.date(2026, 11, 23), 0) == "F1A26327A01"
+    assert lot_id("fab1", dt.date(2026, 11, 23), 0) == "F1A26327A01"
 
 
 def unzip(path: Path) -> bytes:
@@ -309,7 +301,7 @@ def test_corrupted_file(clean: Path, faulty: Path) -> None:
     offset = entry["byte_offset"]
     assert len(bad) == len(good) and bad[offset : offset + 64] != good[offset : offset + 64]
     assert bad[:offset] == good[:offset] and bad[offset + 64 :] == good[offset + 64 :]
-    assert simulate.KNOWN_RECORD_TYPES[(good[offset + 2], good[offset + 3])] == entry["record_type"]
+    assert KNOWN_RECORD_TYPES[(good[offset + 2], good[offset + 3])] == entry["record_type"]
     order = "little" if good[4] == 2 else "big"
     offsets, pos = [], 0
     while pos < offset:
@@ -347,7 +339,7 @@ def test_localtime_shift(clean: Path, faulty: Path) -> None:
     entries = [e for e in faults if e["kind"] == "localtime"]
     assert {e["fab"] for e in entries} == {"fab2"} and {e["offset_hours"] for e in entries} == {8}
     shifted = {f for e in entries for f in e["files"]}
-    lots = {d: simulate.lot_id("fab2", dt.date.fromisoformat(d), 0) for d in DAYS}
+    lots = {d: lot_id("fab2", dt.date.fromisoformat(d), 0) for d in DAYS}
     expected = {f"landing/fab2/{d}/{lots[d]}_{w:02d}.stdf.gz" for d in DAYS[1:] for w in (1, 2, 3)}
     expected |= {
         f"landing/fab2/{ft}/FT_{lots[ws]}.stdf.gz"
@@ -434,7 +426,7 @@ def test_dialect_of() -> None:
     assert dialect_of("VTH_N_PM3", "V") == ("VTN_PM_3", "V", 1.0)
     for unchanged in [("IDDQ_V1", "uA"), ("VREF_BG1", "V"), ("SCAN_CHAIN", ""), ("VOH_CLK", "mV")]:
         assert dialect_of(*unchanged) == (*unchanged, 1.0)  # other tests, or not in the rule's units
-    program = simulate.wafer_sort_program(100)
+    program = wafer_sort_program(100)
     dialect = [dialect_of(n, u) for n, u in zip(program.names, program.units, strict=True)]
     assert len({name for name, _, _ in dialect}) == len(program)  # names stay unique
     assert {u for _, u, f in dialect if f != 1.0} == {"A", "mV", "nA"}
@@ -451,9 +443,7 @@ def dialect_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for name, spec in (("standard", ""), ("dialect", f"dialect:fab1:{DIALECT_DAY}")):
         root = tmp_path_factory.mktemp(name)
         faults = tuple(parse_faults(spec))
-        simulate.simulate(
-            Run(root, (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=faults), progress=False, jobs=1
-        )
+        simulate(Run(root, (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=faults), progress=False, jobs=1)
         roots.append(root)
     return roots[0], roots[1]
 
@@ -590,7 +580,7 @@ def damaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for kind, spec in RESULTS_FAULTS.items():
         roots[kind] = tmp_path_factory.mktemp(kind)
         run = Run(roots[kind], (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=tuple(parse_faults(spec)))
-        simulate.simulate(run, progress=False, jobs=1)
+        simulate(run, progress=False, jobs=1)
     return roots
 
 
@@ -791,7 +781,7 @@ def test_results_faults_compose_with_the_dialect(tmp_path: Path, dialect_pair: t
     outlier hit different files, and the truth and final test stay the clean run's."""
     spec = f"dialect:fab1:{DIALECT_DAY},drift:fab1:{DIALECT_DAY}:-2,missing:fab1:{DIALECT_DAY},"
     spec += f"outlier:fab1:{DIALECT_DAY}"  # the default counts: 3 tests, 20 dies
-    simulate.simulate(
+    simulate(
         Run(tmp_path, (DIALECT_DAY,), ("fab1",), DIALECT_SCALE, faults=tuple(parse_faults(spec))),
         progress=False,
         jobs=1,
@@ -834,4 +824,4 @@ def test_results_fault_grammar() -> None:
         with pytest.raises(ValueError, match=message):
             parse_faults(bad)
     for kind in ("missing", "outlier", "drift"):
-        assert kind in simulate.FAULT_GRAMMAR and f"\n  {kind} " in simulate._faults_help()
+        assert kind in FAULT_GRAMMAR and f"\n  {kind} " in _faults_help()

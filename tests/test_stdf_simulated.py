@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from jobs.domain.part_text import parse_part_txt
 from jobs.simulation.simulate import main as simulate
 from jobs.stdf import TABLES, StdfReadError, read_stdf
 from tests.helpers import canonical
@@ -55,11 +56,9 @@ def test_simulated_wafer_parts_join_the_truth(floor: Path) -> None:
 
 
 def test_final_test_file_parts_name_their_die(floor: Path) -> None:
-    from jobs.simulation.simulate import parse_ft_part_txt
-
     ft = next((floor / "landing" / "fab3").glob("*/FT_*.stdf.gz"))
     parts = read_stdf(ft).parts
-    lot, wafer, x, y = parse_ft_part_txt(parts["part_txt"][0].as_py())
+    lot, wafer, x, y = parse_part_txt(parts["part_txt"][0].as_py())
     assert lot == parts["lot_id"][0].as_py() and wafer and isinstance(x, int) and isinstance(y, int)
 
 

@@ -1,35 +1,10 @@
-"""Features of the daily yield model, from converted wafer-sort and final-test files. No Luigi here.
-
-    combine_conversions(folders)          -> parts, results of one fab-day (part_key across files)
-    final_dies(parts)                     -> one row per die: its last test
-    build_features(parts, results, fab=)  -> one row per die: identifiers, WS outcome, features
-    final_test_labels(ft_parts)           -> (labels, unparsed): ft_failed per die named in PART_TXT
-    join_labels(features, labels)         -> features + ft_failed (nullable: no label yet)
-
-Features (all computed within one fab-day, so a day's rows never depend on other days):
-
-- ``p_<test>``: every PTR of the die's final test, robustly scaled per test over the fab-day's
-  dies, (x - median) / (1.4826 MAD), clipped to ±CLIP; NaN where the die never ran the test (the
-  flow stops at the first failure). MPRs and FTRs are left out: an FTR is pass/fail, which the
-  bins already say, and MPR pins would need a per-pin naming scheme nobody consumes yet.
-- ``raw_<test>``: the same results unscaled (float32, the test's units). Scaling per fab-day
-  erases the day's level (fab offset, drift, the lot), and that level moves final-test failure
-  as much as the die's place in the day does: the model reads the raw values of the tests that
-  select_tests picks from the ``p_`` columns (see jobs/domain/model.py).
-- spatial (``SPATIAL_FEATURES``): radius from the wafer centre (0, 0) in die pitches; the
-  wafer's radius estimated from its die map; edge distance; ``ring_zone`` 0..3 (equal-area
-  rings: zone = floor(4 (r/R)^2)); failing dies among the 8 neighbours (count and share of the
-  neighbours present) and the failing share in the 5x5 window, a steadier estimate of the local
-  defect density than 8 dies.
-- wafer (``WAFER_FEATURES``): wafer-sort yield and mean test time of the wafer's dies.
-
-"Failing" always means the die's final wafer-sort status (after retest).
-"""
+"""Features of the daily yield model, from converted wafer-sort and final-test files: one row per
+die (robust-scaled and raw parametric results, position on the wafer, neighbours, wafer yield),
+all computed within one fab-day. What each feature is and why: jobs/domain/README.md."""
 
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,10 +13,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.simulation.simulate import parse_ft_part_txt
+from jobs.domain.dies import DIE_KEY, last_tests
+from jobs.domain.part_text import parse_part_txt
+from jobs.domain.robust import robust_centre
 from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
 
-FEATURE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
+FEATURE_KEY = DIE_KEY  # a feature row is one die
 WAFER_KEY = ["lot_id", "wafer_id"]
 TEST_PREFIX = "p_"
 RAW_PREFIX = "raw_"
@@ -55,14 +32,10 @@ SPATIAL_FEATURES = [
 ]
 WAFER_FEATURES = ["wafer_ws_yield", "wafer_mean_test_time_ms"]
 CLIP = 15.0  # robust z beyond this is an outlier whatever its size; keeps imputation and scaling sane
-MAD_SIGMA = 1.4826  # MAD -> sigma for normal data
-IQR_SIGMA = 1.349  # IQR -> sigma for normal data
 RESULT_COLUMNS = ["kind", "test_num", "test_txt", "pin_index", "result", "failed", "alarm", "unreliable"]
 # Die keys pack (wafer, x, y) into one int64: x and y are int16, shifted to be non-negative.
 _SPAN = 1 << 17
 _SHIFT = 1 << 16
-# Regular PART_TXT of final test; anything else goes through parse_ft_part_txt one by one.
-_FT_TXT = r"^lot=([^;=]+);wafer=([^;=]+);x=(-?\d{1,6});y=(-?\d{1,6})$"
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -111,8 +84,7 @@ def final_dies(parts: pd.DataFrame) -> pd.DataFrame:
     Parts without wafer coordinates cannot be placed on a wafer and are left out.
     """
     placed = parts.dropna(subset=["x_coord", "y_coord"])
-    last = placed.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
-    last = last.astype({"x_coord": np.int16, "y_coord": np.int16})
+    last = last_tests(placed).astype({"x_coord": np.int16, "y_coord": np.int16})
     return last.sort_values("part_key").reset_index(drop=True)
 
 
@@ -178,12 +150,7 @@ def robust_scale(values: np.ndarray) -> np.ndarray:
     """Per column: (x - median) / (1.4826 MAD), or IQR/1.349, or 1 when that is 0; clipped to ±CLIP."""
     if values.size == 0:
         return values
-    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN: no die ran it
-        median = np.nanmedian(values, axis=0)
-        spread = MAD_SIGMA * np.nanmedian(np.abs(values - median), axis=0)
-        q25, q75 = np.nanpercentile(values, [25, 75], axis=0)
-        iqr = (q75 - q25) / IQR_SIGMA
-    spread = np.where(spread > 0, spread, np.where(iqr > 0, iqr, 1.0))
+    median, spread = robust_centre(values)  # an all-NaN column: no die ran the test
     return np.clip((values - median) / spread, -CLIP, CLIP)
 
 
@@ -276,34 +243,32 @@ def final_test_labels(parts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     (pandas boolean: not passed on the unit's last test, null where that PRR's pass/fail flag
     is invalid); `unparsed` counts the units whose PART_TXT does not name a die, which are dropped.
     """
-    named = parse_part_txt(parts["part_txt"])
+    named = dies_named(parts["part_txt"])
     ok = named["lot_id"].notna().to_numpy()
     units = pd.concat([parts.loc[ok, ["retest", "part_key", "passed"]], named[ok]], axis=1)
-    last = units.sort_values(["retest", "part_key"], kind="stable").drop_duplicates(FEATURE_KEY, keep="last")
+    last = last_tests(units)
     labels = last[FEATURE_KEY].astype({"x_coord": np.int16, "y_coord": np.int16})
     labels["ft_failed"] = ~last["passed"].astype("boolean")
     return labels.sort_values(FEATURE_KEY).reset_index(drop=True), int((~ok).sum())
 
 
-def parse_part_txt(text: pd.Series) -> pd.DataFrame:
-    """(lot_id, wafer_id, x_coord, y_coord) per PART_TXT, all null where it names no die.
-
-    The regular form is parsed by one regex; the rest by `parse_ft_part_txt` (fields in another
-    order, spaces), which also decides what is no die at all. Coordinates must fit int16.
-    """
-    found = text.astype("str").str.extract(_FT_TXT)
-    found.columns = FEATURE_KEY
-    for i in np.flatnonzero(found["lot_id"].isna().to_numpy() & text.notna().to_numpy()):
-        try:
-            found.iloc[i] = [str(v) for v in parse_ft_part_txt(text.iloc[i])]
-        except ValueError:
-            continue
-    x = pd.to_numeric(found["x_coord"], errors="coerce")
-    y = pd.to_numeric(found["y_coord"], errors="coerce")
+def dies_named(text: pd.Series) -> pd.DataFrame:
+    """(lot_id, wafer_id, x_coord, y_coord) of the die each PART_TXT names (jobs/domain/part_text.py),
+    all null where it names none. Coordinates must fit int16."""
+    named = pd.DataFrame([_die_named(t) for t in text], columns=FEATURE_KEY, index=text.index, dtype=object)
+    found = named.astype({"lot_id": "str", "wafer_id": "str"})
+    x, y = (pd.to_numeric(found[c], errors="coerce") for c in ("x_coord", "y_coord"))
     bad = ~(x.abs() < 32768) | ~(y.abs() < 32768)  # also drops -32768, STDF's "no coordinate"
     found.loc[bad, FEATURE_KEY] = None
     found["x_coord"], found["y_coord"] = x.where(~bad), y.where(~bad)
-    return found.set_index(text.index)
+    return found
+
+
+def _die_named(text: object) -> tuple[str, str, int, int] | tuple[None, None, None, None]:
+    try:
+        return parse_part_txt(text) if isinstance(text, str) else (None,) * 4
+    except ValueError:
+        return (None,) * 4
 
 
 def join_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:

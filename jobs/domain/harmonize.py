@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-MAD_SIGMA = 1.4826  # MAD -> sigma for normal data
+from jobs.domain.robust import robust_centre
+
 PREFIXES = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
 BASE_UNITS = ("V", "A", "Hz", "s", "ohm", "W", "F")
 
@@ -157,10 +158,8 @@ def robust_stats(long: pd.DataFrame) -> pd.DataFrame:
     """Per test: median, sigma = 1.4826 MAD (IQR/1.349 when the MAD is 0, else 1), count."""
     grouped = long.groupby("test", observed=True)["value"]
     median = grouped.median()
-    centre = long["test"].map(median).to_numpy(dtype=float)
-    mad = (long["value"] - centre).abs().groupby(long["test"], observed=True).median() * MAD_SIGMA
-    iqr = (grouped.quantile(0.75) - grouped.quantile(0.25)) / 1.349
-    sigma = mad.where(mad > 0, iqr.where(iqr > 0, 1.0))
+    spread = [float(robust_centre(values.to_numpy(dtype=float))[1]) for _, values in grouped]
+    sigma = pd.Series(spread, index=median.index, dtype="float64")
     return pd.DataFrame({"median": median, "sigma": sigma, "count": grouped.count()}).reset_index()
 
 

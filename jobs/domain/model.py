@@ -1,20 +1,6 @@
-"""The daily yield model: test selection, training, metrics, forecasts, artifacts and registry. No Luigi.
-
-    select_tests(train, k)                    -> the k p_* columns that best separate ft_failed
-    model_features(tests)                     -> raw_ of those tests + SPATIAL_FEATURES + WAFER_FEATURES
-    train_model(train, features, params)      -> YieldModel (random forest, calibrated p_fail)
-    logistic_baseline(train, features, seed)  -> YieldModel (scaled logistic regression)
-    evaluate(model, df) / evaluate_scores(y, p, wafers) / score_predictions(predictions, labels)
-    wafer_forecast(scored)                    -> per wafer: expected final-test and overall yield
-    save_model / load_model                   -> joblib + model.json (sha256 checked on load)
-    promote / rollback / production           -> registry/production.json + history.jsonl
-
-Who is trained on: dies with a final-test label that passed wafer sort (only those go to final
-test). Calibration: the forest is grown with balanced class weights (about 6% of dies fail
-final test), which inflates its scores; a logistic (Platt) map from the forest's out-of-bag
-score to the outcome, fitted on training rows the trees did not see, turns them back into
-probabilities, so a 0.5 threshold and the Brier score mean what they say.
-"""
+"""The daily yield model: test selection, training, calibration, metrics, wafer forecasts, model
+files (sha256-checked) and the production registry. How it is trained and calibrated, and the
+measurements behind those choices: jobs/domain/README.md."""
 
 from __future__ import annotations
 
@@ -130,9 +116,7 @@ def _auc_rows(y: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def model_features(tests: Sequence[str]) -> list[str]:
     """The model's feature list: the raw values of the selected tests, then every spatial and
-    wafer feature. Raw, not the `p_` z-scores the tests were chosen by: a fab-day's own level
-    (fab, lot, drift) carries risk that per-day scaling removes; on the bench floor, z-scores
-    instead of raw values cost 0.04 AUC on one of two test days."""
+    wafer feature (raw, not z-scores: see jobs/domain/README.md)."""
     return [*(raw_column(t) for t in tests), *SPATIAL_FEATURES, *WAFER_FEATURES]
 
 
@@ -480,7 +464,7 @@ def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:
 def promote(registry: Path, model_folder: Path, record: dict[str, Any]) -> None:
     """Make `model_folder` the production model; the replaced pointer is kept for rollback.
 
-    production.json is replaced atomically (temporary file + os.replace), and the promotion is
+    production.json is replaced atomically (jobs/files.py), and the promotion is
     appended to history.jsonl. `record` is whatever the caller wants kept (date, metrics, reason).
     """
     registry, model_folder = Path(registry), Path(model_folder).resolve()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DIE_KEY = ["lot_id", "wafer_id", "x_coord", "y_coord"]
+from jobs.domain.dies import DIE_KEY, last_tests
 
 REQUIRED_COLUMNS: dict[str, dict[str, str]] = {
     # table -> column -> numpy dtype kind(s) it must have ("O" also covers pandas strings)
@@ -64,6 +64,11 @@ class Check:
         return asdict(self)
 
 
+def _problems(name: str, problems: list[str], fine: str) -> Check:
+    """An error check that passes when nothing is wrong; its message lists what is."""
+    return Check(name, not problems, "error", "; ".join(problems) or fine, {"problems": problems})
+
+
 def _kind(series: pd.Series) -> str:
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -85,13 +90,7 @@ def check_schema(fab: str, tables: dict[str, pd.DataFrame]) -> Check:
                 problems.append(f"{table}.{column} missing")
             elif _kind(frame[column]) not in kinds:
                 problems.append(f"{table}.{column} has type {frame[column].dtype}")
-    return Check(
-        f"{fab}: schema",
-        not problems,
-        "error",
-        "; ".join(problems) or "all required columns present with the expected types",
-        {"problems": problems},
-    )
+    return _problems(f"{fab}: schema", problems, "all required columns present with the expected types")
 
 
 def check_value_ranges(fab: str, dies: pd.DataFrame, limits: Thresholds) -> Check:
@@ -127,15 +126,10 @@ def check_finite_results(fab: str, results: pd.DataFrame, limits: Thresholds) ->
     )
 
 
-def final_status(dies: pd.DataFrame) -> pd.DataFrame:
-    """Each die's last test (highest retest index): the status that counts."""
-    return dies.sort_values(["retest", "part_key"]).drop_duplicates(DIE_KEY, keep="last")
-
-
 def check_completeness(fab: str, dies: pd.DataFrame, results: pd.DataFrame, limits: Thresholds) -> Check:
     """A die that passed ran its test program's whole catalogue (every test number the day's
     files of that program executed); a passing die with tests missing was not fully tested."""
-    last = final_status(dies)
+    last = last_tests(dies)
     passing = last.loc[last["passed"].fillna(False).astype(bool), ["part_key", "job"]]
     if passing.empty:
         return Check(f"{fab}: completeness", False, "error", "no passing die to check", {"passing_dies": 0})
@@ -159,7 +153,7 @@ def check_duplicate_dies(fab: str, dies: pd.DataFrame, limits: Thresholds) -> Ch
     """The same die tested twice with the same retest index: data sent twice, or a wrong map."""
     counts = dies.groupby([*DIE_KEY, "retest"], observed=True).size()
     duplicated = int((counts > 1).sum())
-    total = int(final_status(dies).shape[0])
+    total = int(last_tests(dies).shape[0])
     share = duplicated / max(total, 1)
     return Check(
         f"{fab}: duplicate dies",
@@ -246,13 +240,7 @@ def check_record_structure(name: str, facts: dict[str, Any]) -> Check:
         problems.append(
             f"truncated at byte {facts.get('truncated_at')} ({facts.get('open_parts_dropped', 0)} open parts)"
         )
-    return Check(
-        f"{name}: record structure",
-        not problems,
-        "error",
-        "; ".join(problems) or "FAR, MIR ... MRR, PIR/PRR balanced",
-        {"problems": problems},
-    )
+    return _problems(f"{name}: record structure", problems, "FAR, MIR ... MRR, PIR/PRR balanced")
 
 
 def check_catalogue(name: str, tests: pd.DataFrame, catalogue: pd.DataFrame | None) -> Check:
@@ -328,7 +316,7 @@ def check_duplicate_file(name: str, sha256: str, landed_before: dict[str, str]) 
 def check_window_yield(dies: pd.DataFrame, floor: float) -> Check:
     """The window's wafer-sort yield (each die's last test) against a floor: a collapse means a
     broken probe card or tester, or a bad lot."""
-    last = final_status(dies) if len(dies) else dies
+    last = last_tests(dies) if len(dies) else dies
     share = float(last["passed"].fillna(False).astype(bool).mean()) if len(last) else float("nan")
     figures = {"dies": len(last), "yield": share, "floor": floor}
     if not len(last):

@@ -750,7 +750,7 @@ def render(
         png = io.BytesIO()
         chart.draw().savefig(png, format="png", dpi=100)
         images[chart.name] = (chart.caption, png.getvalue())
-        written.append(write_bytes(out / f"{chart.name}.png", png.getvalue()))  # a page never shows half
+        written.append(write_bytes(out / f"{chart.name}.png", png.getvalue()))
     index = write_bytes(out / "index.html", page(history, root, days, images).encode("utf-8"))
     return [*written, index]
 

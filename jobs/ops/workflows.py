@@ -30,6 +30,8 @@ class Workflow:
     period_parameter: str  # its period parameter: date, hour or window
     range_tool: str  # RangeDaily, RangeHourly or RangeByMinutes
     waits_for_late_fabs: bool
+    look_back_setting: tuple[str, str]  # ([schedule] key, its unit): how far back each run looks
+    budget_setting: tuple[str, str]  # ([sla] key, its unit): how long a period's run may take
 
     def period(self) -> dt.timedelta:
         """How long one period lasts."""
@@ -39,21 +41,13 @@ class Workflow:
 
     def look_back(self) -> dt.timedelta:
         """How far back each scheduled run looks ([schedule])."""
-        settings = schedule()
-        return {
-            "wafer_yield": dt.timedelta(days=settings.wafer_yield_days),
-            "fab_merge": dt.timedelta(hours=settings.fab_merge_hours),
-            "quality_monitor": dt.timedelta(hours=settings.quality_monitor_hours),
-        }[self.name]
+        key, unit = self.look_back_setting
+        return dt.timedelta(**{unit: getattr(schedule(), key)})
 
     def budget(self) -> dt.timedelta:
         """How long after its scheduled start a period's run may take ([sla])."""
-        settings = sla()
-        return {
-            "wafer_yield": dt.timedelta(hours=settings.wafer_yield_hours),
-            "fab_merge": dt.timedelta(hours=settings.fab_merge_hours),
-            "quality_monitor": dt.timedelta(minutes=settings.quality_monitor_minutes),
-        }[self.name]
+        key, unit = self.budget_setting
+        return dt.timedelta(**{unit: getattr(sla(), key)})
 
     def scheduled_start(self, start: dt.datetime) -> dt.datetime:
         """When the schedule starts the run for the period beginning at `start` (UTC): the
@@ -100,13 +94,21 @@ class Workflow:
 WORKFLOWS: dict[str, Workflow] = {
     w.name: w
     for w in (
-        Workflow("wafer_yield", "jobs.wafer_yield", "WaferYieldDaily", "date", "RangeDaily", True),
-        Workflow("fab_merge", "jobs.fab_merge", "FabMergeHourly", "hour", "RangeHourly", True),
         Workflow(
-            "quality_monitor", "jobs.quality_monitor", "QualityMonitor", "window", "RangeByMinutes", False
+            "wafer_yield", "jobs.wafer_yield", "WaferYieldDaily", "date", "RangeDaily", True,
+            look_back_setting=("wafer_yield_days", "days"), budget_setting=("wafer_yield_hours", "hours"),
+        ),
+        Workflow(
+            "fab_merge", "jobs.fab_merge", "FabMergeHourly", "hour", "RangeHourly", True,
+            look_back_setting=("fab_merge_hours", "hours"), budget_setting=("fab_merge_hours", "hours"),
+        ),
+        Workflow(
+            "quality_monitor", "jobs.quality_monitor", "QualityMonitor", "window", "RangeByMinutes", False,
+            look_back_setting=("quality_monitor_hours", "hours"),
+            budget_setting=("quality_monitor_minutes", "minutes"),
         ),
     )
-}
+}  # fmt: skip
 
 
 def workflow(name: str) -> Workflow:

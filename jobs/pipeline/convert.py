@@ -11,13 +11,15 @@ import datetime as dt
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import luigi
 
-from jobs.files import staged_folder, write_json
+from jobs.domain.conversion import Conversion
+from jobs.files import read_json, staged_folder, write_json
 from jobs.pipeline.backoff import check_settled, with_retries
+from jobs.pipeline.landing import still_landed
 from jobs.pipeline.settings import paths, stdf
 from jobs.pipeline.stages import Versioned
 from jobs.stdf import convert_stdf
@@ -137,3 +139,15 @@ class ConvertFile(Versioned, luigi.Task):
 def converted_folder(sha256: str) -> Path:
     """The conversion folder of the file with this content."""
     return ConvertFile.stage_root() / sha256
+
+
+def landed_conversions(
+    files: list[Path],
+) -> Generator[list[ConvertFile], list[luigi.LocalTarget], list[Conversion]]:
+    """In a run(), `conversions = yield from landed_conversions(files)`: every file converted once
+    (luigi runs the missing conversions, in parallel, then the run again), then the conversions
+    of the files still landed (another workflow may have set some aside meanwhile), readable or not."""
+    targets = yield [ConvertFile(path=str(f)) for f in files]
+    return [
+        Conversion(f, Path(t.path).parent, read_json(Path(t.path))) for f, t in still_landed(files, targets)
+    ]

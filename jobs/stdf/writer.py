@@ -589,7 +589,7 @@ class StdfWriter:
                 self._out.close()
             self._raw.close()
             self._raw = None
-            os.chmod(self._tmp, file_mode())  # mkstemp makes it private; a plain write would not
+            os.chmod(self._tmp, file_mode())  # mkstemp's is 0600: give the umask's, as open() would
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
