@@ -32,6 +32,7 @@ from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, landed_conversions
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders
+from jobs.pipeline.parameters import FabParameter, PlausibleDateHourParameter
 from jobs.pipeline.reference import clock_corrections, test_names
 from jobs.pipeline.settings import merge as merge_settings
 from jobs.pipeline.stages import FabDayStage, StageTask
@@ -76,8 +77,8 @@ class FabHourDelivered(luigi.ExternalTask):
     """Before the deadline a fab that has not delivered keeps the merge waiting (luigi re-checks
     external tasks with [worker] retry_external_tasks); after it, the merge goes on without it."""
 
-    fab = luigi.Parameter()
-    hour = luigi.DateHourParameter()
+    fab = FabParameter(merge_settings)
+    hour = PlausibleDateHourParameter()
 
     def complete(self) -> bool:
         return delivered(self.fab, self.hour) or past_deadline(self.hour)
@@ -89,7 +90,7 @@ class HourlyStage(StageTask):
     workflow = WORKFLOW
     period_parameter = "hour"
     partition_glob = "date=*/hour=*"
-    hour = luigi.DateHourParameter()
+    hour = PlausibleDateHourParameter()
 
     def partition(self) -> str:
         return hour_partition(self.hour)
@@ -110,7 +111,7 @@ class FabHour(HourlyStage):
 
     stage = "fab_hour"
     reads = (ConvertFile,)
-    fab = luigi.Parameter()
+    fab = FabParameter(merge_settings)
 
     def partition(self) -> str:
         return f"{hour_partition(self.hour)}/fab={self.fab}"

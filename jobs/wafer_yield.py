@@ -34,11 +34,12 @@ from jobs.domain import decisions, ingest, quality, report_page
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.domain import yield_views as views
-from jobs.files import read_json, write_json
+from jobs.files import grant_group_read, read_json, write_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, converted_folder, landed_conversions
 from jobs.pipeline.landing import is_ready, landed_files, landing_day
+from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
 from jobs.pipeline.requests import consume, open_retrain_requests
 from jobs.pipeline.settings import paths, quality_gate, quality_monitor, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
@@ -78,7 +79,7 @@ class DailyStage(StageTask):
     ran has delivered since, so the next run of the day includes the late fab."""
 
     workflow = WORKFLOW
-    date = luigi.DateParameter()
+    date = PlausibleDateParameter()
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}"
@@ -103,8 +104,8 @@ class FabDayLanded(luigi.ExternalTask):
     """A fab's landing day is there (_READY), or its deadline has passed and it counts as offline.
     Before the deadline a missing day keeps everything downstream waiting."""
 
-    fab = luigi.Parameter()
-    date = luigi.DateParameter()
+    fab = FabParameter(wafer_yield)
+    date = PlausibleDateParameter()
 
     def complete(self) -> bool:
         return is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date)
@@ -117,7 +118,7 @@ class IngestFab(DailyStage):
     stage = "ingest"
     folder_name = "ingest"
     reads = (ConvertFile,)
-    fab = luigi.Parameter()
+    fab = FabParameter(wafer_yield)
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
@@ -298,6 +299,12 @@ def registry() -> Path:
     return paths().root_path() / "models" / "registry"
 
 
+def share_with_group(path: Path) -> None:
+    """[yield_model] group_readable: a model folder or the registry readable by the group."""
+    if yield_model_settings().group_readable:
+        grant_group_read(path, paths().root_path())
+
+
 class Train(DailyStage):
     """`models/{tag}/date=D/`: a candidate trained on the labelled trailing window, or the
     reason there is none (quality gate, insufficient data)."""
@@ -350,10 +357,12 @@ class Train(DailyStage):
                 rows={"train": len(train), "new_devices": new_devices},
                 model=saved,
             )
+        share_with_group(self.folder())
 
     def _skip(self, decision: str, **numbers: Any) -> None:
         with self.publish() as (_, manifest):
             manifest.update(status="skipped", decision=decision, **numbers)
+        share_with_group(self.folder())
         alert(
             WORKFLOW,
             self.task_id,
@@ -493,6 +502,7 @@ class Deploy(DailyStage):
         if not (current and current["record"].get("sha256") == model["sha256"]):  # else: rerun after a kill
             kept = {"date": str(self.date), "sha256": model["sha256"], "why": record["why"]}
             yield_model.promote(registry(), Path(model["folder"]), kept)
+        share_with_group(registry())
         return True
 
 

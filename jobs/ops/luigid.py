@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.ops.history import pid_alive
+from jobs.files import pid_alive
 from jobs.pipeline.settings import REPO_CONFIG, paths
 
 DEFAULT_PORT = 8082

@@ -9,12 +9,13 @@ from pathlib import Path
 import luigi
 
 from jobs.pipeline.backoff import with_retries
+from jobs.pipeline.parameters import inside_root
 from jobs.pipeline.settings import paths
 
 
 def landing_day(fab: str, date: dt.date) -> Path:
     """`{root}/landing/{fab}/{YYYY-MM-DD}`: where a fab's testers deliver a day's files."""
-    return paths().root_path() / "landing" / fab / f"{date:%Y-%m-%d}"
+    return inside_root(paths().root_path() / "landing" / fab / f"{date:%Y-%m-%d}")
 
 
 def landing_folders(fab: str, first: dt.date, last: dt.date) -> list[Path]:
