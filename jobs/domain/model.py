@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
+from jobs.files import json_line, json_text
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
@@ -395,7 +396,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    return json_text(data, sort_keys=True).encode()
 
 
 def save_model(model: YieldModel, folder: Path) -> dict[str, Any]:
@@ -470,7 +471,7 @@ def production(registry: Path) -> dict[str, Any] | None:
 
 def _append_history(registry: Path, entry: dict[str, Any]) -> None:
     with open(registry / HISTORY, "a") as f:  # one write of one line: appends do not interleave
-        f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+        f.write(json_line(entry, sort_keys=True))
 
 
 def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import luigi
 import luigi.notifications
 
+from jobs.files import json_line
 from jobs.pipeline.settings import paths
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -61,7 +62,7 @@ def alert(
     with open(path, "a", encoding="utf-8") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # whole lines and one cooldown decision, with several workers
         record["sent"] = _claim(record["key"], now)
-        f.write(json.dumps(record, default=str) + "\n")
+        f.write(json_line(record))
     logger.warning("ALERT [%s] %s %s: %s", severity, workflow, task, message)
     if record["sent"]:
         _send(record)

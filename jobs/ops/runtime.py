@@ -4,6 +4,8 @@ Installing twice changes nothing (luigi keeps its handlers in sets)."""
 
 from __future__ import annotations
 
+import warnings
+
 import luigi
 
 from jobs.ops import alerts, history
@@ -20,6 +22,9 @@ HANDLERS = (
 
 
 def install() -> None:
+    # luigi warns about None-valued parameters of its own Range tools (`--start` unset, `now`) on
+    # every command: noise that hides the lines that matter.
+    warnings.filterwarnings("ignore", message=r'Parameter ".*" with value "None"', category=UserWarning)
     for event, handler in HANDLERS:
         luigi.Task.event_handler(event)(handler)
     lookback.install()

@@ -4,7 +4,6 @@ written whole or not at all (`convert_stdf`), with the salvage of truncated file
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.files import folder_mode, replace_dir
+from jobs.files import folder_mode, json_text, replace_dir
 
 from .engines import EngineError, read_batches
 from .normalize import RESULTS_SCHEMA, MispredictionError, Normalizer, PartWalker, StructureError
@@ -340,7 +339,7 @@ def convert_stdf(
             "versions": _library_versions(),
             **(lineage or {}),
         }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (work / "manifest.json").write_text(json_text(manifest))
         os.chmod(work, folder_mode())
         replace_dir(work, outdir)
     except BaseException:
