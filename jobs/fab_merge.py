@@ -36,7 +36,14 @@ from jobs.files import read_json
 from jobs.ops import runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, converted_folder
-from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders, still_landed
+from jobs.pipeline.landing import (
+    is_ready,
+    landed_files,
+    landing_day,
+    landing_folders,
+    note_waiting,
+    still_landed,
+)
 from jobs.pipeline.settings import merge as merge_settings
 from jobs.pipeline.settings import repo_file
 from jobs.pipeline.stages import FabDayStage, StageTask
@@ -88,9 +95,13 @@ def delivered(fab: str, hour: dt.datetime) -> bool:
     return folder.exists() and any(f.stat().st_mtime >= end for f in landed_files(folder))
 
 
+def merge_deadline(hour: dt.datetime) -> pd.Timestamp:
+    """Until when the merge of `hour` waits for a fab that has not delivered."""
+    return utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
+
+
 def past_deadline(hour: dt.datetime) -> bool:
-    deadline = utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
-    return pd.Timestamp.now(tz="UTC") >= deadline
+    return pd.Timestamp.now(tz="UTC") >= merge_deadline(hour)
 
 
 class FabHourDelivered(luigi.ExternalTask):
@@ -101,7 +112,11 @@ class FabHourDelivered(luigi.ExternalTask):
     hour = luigi.DateHourParameter()
 
     def complete(self) -> bool:
-        return delivered(self.fab, self.hour) or past_deadline(self.hour)
+        if delivered(self.fab, self.hour) or past_deadline(self.hour):
+            return True
+        what = f"{self.fab}'s hour {self.hour:%Y-%m-%d %H}:00"
+        note_waiting(self, what, merge_deadline(self.hour), f"the hour is merged without {self.fab}")
+        return False
 
 
 class HourlyStage(StageTask):

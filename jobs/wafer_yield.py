@@ -37,7 +37,7 @@ from jobs.ops import runtime
 from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, converted_folder
-from jobs.pipeline.landing import is_ready, landed_files, landing_day, still_landed
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, note_waiting, still_landed
 from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
 
@@ -105,7 +105,11 @@ class FabDayLanded(luigi.ExternalTask):
     date = luigi.DateParameter()
 
     def complete(self) -> bool:
-        return is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date)
+        if is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date):
+            return True
+        what = f"{self.fab}'s {self.date} (_READY in {landing_day(self.fab, self.date)})"
+        note_waiting(self, what, landing_deadline(self.date), f"the day goes on without {self.fab}")
+        return False
 
 
 class IngestFab(DailyStage):
@@ -230,7 +234,12 @@ class QualityGate(DailyStage):
             manifest.update(passed=report["passed"], failed=report["failed"], warnings=report["warnings"])
             manifest.update(fabs=present, offline_fabs=offline)
         if not report["passed"]:
-            failed = "; ".join(report["failed"])
+            # what went wrong, not the check's name: "day: data present failed (0 die tests ...)"
+            failed = "; ".join(
+                f"{c['name']} failed ({c['message']})"
+                for c in report["checks"]
+                if c["name"] in report["failed"]
+            )
             alert(
                 WORKFLOW,
                 self.task_id,

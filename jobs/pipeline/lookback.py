@@ -65,7 +65,8 @@ def _requires_with_look_back_check(self: luigi_range.RangeBase) -> list[luigi.Ta
     logger.error(
         "%s: --start %s is before the look-back, which starts at %s; raise --%s (or [%s] %s in "
         "luigi.cfg) to cover it",
-        self.task_family, self.start, outside.look_back_starts, option, self.task_family, option.replace("-", "_"),
+        self.task_family, self.start, outside.look_back_starts, option,
+        self.task_family, option.replace("-", "_"),
     )  # fmt: skip
     return [*tasks, outside]
 
