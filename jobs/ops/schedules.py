@@ -67,14 +67,14 @@ def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: l
 
 # What each exit code of a run means ([retcode] in luigi.cfg); the README's table says what to do.
 EXIT_MEANINGS = {
-    0: "done (every period complete)",
-    10: "another command runs some of the tasks; the next run continues",
-    20: "missing data: a fab has not delivered and its deadline has not passed, or a range is older "
-    "than the look-back",
-    25: "tasks not run: a dependency failed or was missing, or the scheduler refused them",
-    30: "a task failed (its error is in the log and in alerts.jsonl)",
-    35: "scheduling error: luigid not answering, or a task could not be scheduled",
-    40: "unhandled exception in luigi itself",
+    0: "done: every period is complete",
+    10: "another command is running some of these tasks; the next run continues",
+    20: "missing data: a fab has not delivered and its deadline has not passed, or the range "
+    "is older than the look-back",
+    25: "tasks not granted to run: disabled after repeated failures ([scheduler] retry_count)",
+    30: "a task failed: its error is in the log above and in alerts.jsonl",
+    35: "scheduling error: a task's complete() or requires() raised, or the task limit was reached",
+    40: "luigi's own error: the traceback is in the log above",
 }
 SLA_OPTIONS: dict[str, object] = {"since": None, "record_replay": False}  # from the command line
 
