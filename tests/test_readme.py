@@ -6,7 +6,7 @@ What runs, in README order, each in a fresh `bash` with `.venv` activated (`sour
 `../shared` beside it linked to the real one): every line of a ```bash block (its trailing
 `# comment` is left to the shell), every ```python block as one program, and the command
 column of the cheat-sheet table. Each must exit 0. The copy's `data/` is a small demo root,
-built once (`scripts/demo --start 2026-11-17 --days 4 --wafers 1`); the site config given by
+built once (`scripts/demo --start 2026-11-18 --days 3 --wafers 1`); the site config given by
 LUIGI_CONFIG_PATH lowers `[wafer_yield] min_devices` so that the small floor trains and scores,
 and points `[core] default_scheduler_port` at a free port, so that `scripts/luigid` and the luigi
 commands meet there rather than on 8082.
@@ -37,7 +37,7 @@ from tests.helpers import free_port
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SKIP_MARKS = ("long:", "installs:", "pending:")
-DEMO = ["scripts/demo", "--start", "2026-11-17", "--days", "4", "--wafers", "1"]
+DEMO = ["scripts/demo", "--start", "2026-11-18", "--days", "3", "--wafers", "1"]
 
 
 @dataclass(frozen=True)
