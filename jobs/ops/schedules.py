@@ -87,7 +87,7 @@ def report_misses(now: dt.datetime, replay: bool) -> None:
 
 def shown(command: list[str]) -> str:
     """The command as printed: `--now` as a UTC time, not the epoch seconds luigi takes."""
-    words = list(command)
+    words = ["luigi", *command[2:]] if command[:2] == ["-m", "luigi"] else list(command)
     for i, word in enumerate(words[:-1]):
         if word == "--now" and words[i + 1].isdigit():
             words[i + 1] = f"{dt.datetime.fromtimestamp(int(words[i + 1]), dt.UTC):%Y-%m-%dT%H:%M}Z"

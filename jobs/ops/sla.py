@@ -192,11 +192,16 @@ def utc_time(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+_said_no_baseline: list[bool] = []
+
+
 def report(now: dt.datetime | None, since: dt.datetime | None, record: bool) -> None:
     """Check and print each miss once on stdout (the alert's own log line is not echoed too)."""
     logging.getLogger("luigi-interface").addHandler(logging.NullHandler())
     if since is None and baseline() is None:
-        print("SLA: no baseline yet (schedules neither installed nor run here; --since ISO sets one)")
+        if not _said_no_baseline:  # a scheduled run checks twice: say it once
+            print("SLA: no baseline yet (schedules neither installed nor run here; --since ISO sets one)")
+            _said_no_baseline.append(True)
         return
     for miss in check(now, since, record):
         print(f"SLA missed: {miss}" + ("" if record else " (replay: not recorded or alerted; --alert to)"))
