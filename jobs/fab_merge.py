@@ -31,7 +31,7 @@ from jobs.files import read_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, landed_conversions
-from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders, note_waiting
 from jobs.pipeline.parameters import FabParameter, PlausibleDateHourParameter
 from jobs.pipeline.reference import clock_corrections, test_names
 from jobs.pipeline.settings import merge as merge_settings
@@ -68,9 +68,13 @@ def delivered(fab: str, hour: dt.datetime) -> bool:
     return folder.exists() and any(f.stat().st_mtime >= end for f in landed_files(folder))
 
 
+def merge_deadline(hour: dt.datetime) -> pd.Timestamp:
+    """Until when the merge of `hour` waits for a fab that has not delivered."""
+    return utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
+
+
 def past_deadline(hour: dt.datetime) -> bool:
-    deadline = utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
-    return pd.Timestamp.now(tz="UTC") >= deadline
+    return pd.Timestamp.now(tz="UTC") >= merge_deadline(hour)
 
 
 class FabHourDelivered(luigi.ExternalTask):
@@ -81,7 +85,11 @@ class FabHourDelivered(luigi.ExternalTask):
     hour = PlausibleDateHourParameter()
 
     def complete(self) -> bool:
-        return delivered(self.fab, self.hour) or past_deadline(self.hour)
+        if delivered(self.fab, self.hour) or past_deadline(self.hour):
+            return True
+        what = f"{self.fab}'s hour {self.hour:%Y-%m-%d %H}:00"
+        note_waiting(self, what, merge_deadline(self.hour), f"the hour is merged without {self.fab}")
+        return False
 
 
 class HourlyStage(StageTask):

@@ -77,6 +77,11 @@ def json_text(data: Any, sort_keys: bool = False) -> str:
     return json.dumps(_finite(data), indent=2, default=str, sort_keys=sort_keys, allow_nan=False) + "\n"
 
 
+def json_line(data: Any, sort_keys: bool = False) -> str:
+    """One strict JSON line (for .jsonl logs): NaN and infinities become null."""
+    return json.dumps(_finite(data), default=str, sort_keys=sort_keys, allow_nan=False) + "\n"
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None

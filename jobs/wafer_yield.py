@@ -38,7 +38,7 @@ from jobs.files import grant_group_read, read_json, write_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, converted_folder, landed_conversions
-from jobs.pipeline.landing import is_ready, landed_files, landing_day
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, note_waiting
 from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
 from jobs.pipeline.requests import consume, open_retrain_requests
 from jobs.pipeline.settings import paths, quality_gate, quality_monitor, wafer_yield, yield_model_settings
@@ -108,7 +108,11 @@ class FabDayLanded(luigi.ExternalTask):
     date = PlausibleDateParameter()
 
     def complete(self) -> bool:
-        return is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date)
+        if is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date):
+            return True
+        what = f"{self.fab}'s {self.date} (_READY in {landing_day(self.fab, self.date)})"
+        note_waiting(self, what, landing_deadline(self.date), f"the day goes on without {self.fab}")
+        return False
 
 
 class IngestFab(DailyStage):
@@ -208,7 +212,12 @@ class QualityGate(DailyStage):
             manifest.update(passed=report["passed"], failed=report["failed"], warnings=report["warnings"])
             manifest.update(fabs=present, offline_fabs=offline)
         if not report["passed"]:
-            failed = "; ".join(report["failed"])
+            # what went wrong, not the check's name: "day: data present failed (0 die tests ...)"
+            failed = "; ".join(
+                f"{c['name']} failed ({c['message']})"
+                for c in report["checks"]
+                if c["name"] in report["failed"]
+            )
             alert(
                 WORKFLOW,
                 self.task_id,

@@ -8,7 +8,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
-import json
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
-from jobs.files import read_json, write_bytes, write_json
+from jobs.files import json_line, read_json, write_bytes, write_json
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
@@ -454,7 +453,7 @@ def production(registry: Path) -> dict[str, Any] | None:
 
 def _append_history(registry: Path, entry: dict[str, Any]) -> None:
     with open(registry / HISTORY, "a") as f:  # one write of one line: appends do not interleave
-        f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+        f.write(json_line(entry, sort_keys=True))
 
 
 def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import luigi
 import luigi.notifications
 
-from jobs.files import read_json, write_json
+from jobs.files import json_line, read_json, write_json
 from jobs.pipeline.settings import paths
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -81,7 +81,7 @@ def _book(record: dict[str, Any], now: dt.datetime) -> bool:
                 sent = _claim(record["key"], now)
             except OSError as error:
                 logger.error("alert cooldown not recorded, sending without it: %s", error)
-            _append_line(log.fileno(), json.dumps({**record, "sent": sent}, default=str) + "\n")
+            _append_line(log.fileno(), json_line({**record, "sent": sent}))
     except OSError as error:
         logger.error("alert not written to %s: %s", path, error)
     return sent
@@ -118,7 +118,7 @@ def _send(record: dict[str, Any]) -> None:
     if settings.webhook_url:
         request = urllib.request.Request(
             settings.webhook_url,
-            data=json.dumps(record, default=str).encode(),
+            data=json_line(record).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )

@@ -73,7 +73,8 @@ class ReleaseError(Exception):
 def release(name: str) -> Path:
     """Put a held file back where it landed, its time set to now (a re-upload: the next window
     checks it again). The reason moves to `quarantine/released/` with the release time."""
-    matches = [h for h in held() if name in (h["file"], Path(h["file"]).name)]
+    given = Path(name).resolve()  # a name, or a path to the held file (relative or not)
+    matches = [h for h in held() if name == Path(h["file"]).name or given == Path(h["file"]).resolve()]
     if not matches:
         raise ReleaseError(f"{name}: no such file in quarantine (see scripts/quarantine list)")
     if len(matches) > 1:

@@ -6,6 +6,7 @@ keeps its handlers in sets)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import luigi
@@ -53,6 +54,13 @@ HANDLERS = (
 
 
 def install() -> None:
+    # luigi warns about None-valued parameters of its own Range tools (`--start` unset, `now`) on
+    # every command: noise that hides the lines that matter.
+    warnings.filterwarnings("ignore", message=r'Parameter ".*" with value "None"', category=UserWarning)
+    # ... and about its own [core] default_scheduler_host/port, which it reads elsewhere
+    warnings.filterwarnings(
+        "ignore", message=r".*parameter 'default_scheduler_(host|port)'", category=UserWarning
+    )
     for event, handler in HANDLERS:
         luigi.Task.event_handler(event)(handler)
     lookback.install()

@@ -31,10 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from jobs.files import json_text
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_STDF = REPO.parent / "shared" / "stdf"
@@ -661,8 +664,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    print(json.dumps(BENCHMARKS[args.benchmark](args), indent=2))
+    figures = only_json_on_stdout(BENCHMARKS[args.benchmark], args)
+    print(json_text(figures), end="", flush=True)
     return 0
+
+
+def only_json_on_stdout(benchmark: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> dict:
+    """Run `benchmark` with file descriptor 1 pointing at stderr, so that nothing it or its child
+    processes print (the simulator's first-run notes, luigi) lands before the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return benchmark(args)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 if __name__ == "__main__":

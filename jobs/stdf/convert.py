@@ -4,7 +4,6 @@ written whole or not at all (`convert_stdf`), with the salvage of truncated file
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import tempfile
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.files import remove_leftovers, staged_folder
+from jobs.files import json_text, remove_leftovers, staged_folder
 
 from .engines import EngineError, read_batches
 from .normalize import (
@@ -365,7 +364,7 @@ def convert_stdf(
             "versions": _library_versions(),
             **(lineage or {}),
         }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (work / "manifest.json").write_text(json_text(manifest))
     return manifest
 
 
