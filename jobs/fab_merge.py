@@ -31,7 +31,8 @@ from jobs.files import read_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, landed_conversions
-from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, landing_folders, note_waiting
+from jobs.pipeline.parameters import FabParameter, PlausibleDateHourParameter
 from jobs.pipeline.reference import clock_corrections, test_names
 from jobs.pipeline.settings import merge as merge_settings
 from jobs.pipeline.stages import FabDayStage, StageTask
@@ -67,20 +68,28 @@ def delivered(fab: str, hour: dt.datetime) -> bool:
     return folder.exists() and any(f.stat().st_mtime >= end for f in landed_files(folder))
 
 
+def merge_deadline(hour: dt.datetime) -> pd.Timestamp:
+    """Until when the merge of `hour` waits for a fab that has not delivered."""
+    return utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
+
+
 def past_deadline(hour: dt.datetime) -> bool:
-    deadline = utc(hour + HOUR) + pd.Timedelta(hours=merge_settings().deadline_hours)
-    return pd.Timestamp.now(tz="UTC") >= deadline
+    return pd.Timestamp.now(tz="UTC") >= merge_deadline(hour)
 
 
 class FabHourDelivered(luigi.ExternalTask):
     """Before the deadline a fab that has not delivered keeps the merge waiting (luigi re-checks
     external tasks with [worker] retry_external_tasks); after it, the merge goes on without it."""
 
-    fab = luigi.Parameter()
-    hour = luigi.DateHourParameter()
+    fab = FabParameter(merge_settings)
+    hour = PlausibleDateHourParameter()
 
     def complete(self) -> bool:
-        return delivered(self.fab, self.hour) or past_deadline(self.hour)
+        if delivered(self.fab, self.hour) or past_deadline(self.hour):
+            return True
+        what = f"{self.fab}'s hour {self.hour:%Y-%m-%d %H}:00"
+        note_waiting(self, what, merge_deadline(self.hour), f"the hour is merged without {self.fab}")
+        return False
 
 
 class HourlyStage(StageTask):
@@ -89,7 +98,7 @@ class HourlyStage(StageTask):
     workflow = WORKFLOW
     period_parameter = "hour"
     partition_glob = "date=*/hour=*"
-    hour = luigi.DateHourParameter()
+    hour = PlausibleDateHourParameter()
 
     def partition(self) -> str:
         return hour_partition(self.hour)
@@ -110,7 +119,7 @@ class FabHour(HourlyStage):
 
     stage = "fab_hour"
     reads = (ConvertFile,)
-    fab = luigi.Parameter()
+    fab = FabParameter(merge_settings)
 
     def partition(self) -> str:
         return f"{hour_partition(self.hour)}/fab={self.fab}"

@@ -23,7 +23,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import luigi
 import pandas as pd
 
 from jobs.domain import monitor, quality
@@ -33,6 +32,7 @@ from jobs.ops.alerts import alert
 from jobs.ops.quarantine import quarantine_file
 from jobs.pipeline.convert import ConvertFile, content_sha256, landed_conversions
 from jobs.pipeline.landing import landed_files, landing_folders
+from jobs.pipeline.parameters import PlausibleDateMinuteParameter
 from jobs.pipeline.reference import physical_bounds, test_names
 from jobs.pipeline.requests import request_retrain
 from jobs.pipeline.settings import paths, quality_monitor
@@ -74,7 +74,7 @@ class QualityMonitor(StageTask):
     workflow = WORKFLOW
     period_parameter = "window"
     partition_glob = "date=*/window=*"
-    window = luigi.DateMinuteParameter(
+    window = PlausibleDateMinuteParameter(
         description="the window's start (UTC); it lasts [quality_monitor] window_minutes"
     )
 

@@ -10,6 +10,7 @@
     Validate(date)            candidate vs champion on the newest labelled day, walk-forward backtest
     Deploy(date)              the decision record; the production pointer moves only on "deployed"
     Score(date)               the production model's p_fail per die and wafer yield forecasts
+    YieldReport(date)         wafer maps, Paretos, Cpk, retests and exports: one HTML page
     WaferYieldDaily(date)     the day's summary: what was decided and why
 
 Run by the schedule for yesterday, or over a range with RangeDaily (see README). Labels (final
@@ -29,16 +30,18 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from jobs.domain import decisions, ingest, quality
+from jobs.domain import decisions, ingest, quality, report_page
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
-from jobs.files import read_json, write_json
+from jobs.domain import yield_views as views
+from jobs.files import grant_group_read, read_json, write_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, converted_folder, landed_conversions
-from jobs.pipeline.landing import is_ready, landed_files, landing_day
+from jobs.pipeline.landing import is_ready, landed_files, landing_day, note_waiting
+from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
 from jobs.pipeline.requests import consume, open_retrain_requests
-from jobs.pipeline.settings import paths, quality_gate, wafer_yield, yield_model_settings
+from jobs.pipeline.settings import paths, quality_gate, quality_monitor, wafer_yield, yield_model_settings
 from jobs.pipeline.stages import StageTask
 
 runtime.install()
@@ -76,7 +79,7 @@ class DailyStage(StageTask):
     ran has delivered since, so the next run of the day includes the late fab."""
 
     workflow = WORKFLOW
-    date = luigi.DateParameter()
+    date = PlausibleDateParameter()
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}"
@@ -101,11 +104,15 @@ class FabDayLanded(luigi.ExternalTask):
     """A fab's landing day is there (_READY), or its deadline has passed and it counts as offline.
     Before the deadline a missing day keeps everything downstream waiting."""
 
-    fab = luigi.Parameter()
-    date = luigi.DateParameter()
+    fab = FabParameter(wafer_yield)
+    date = PlausibleDateParameter()
 
     def complete(self) -> bool:
-        return is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date)
+        if is_ready(self.fab, self.date) or dt.datetime.now(dt.UTC) >= landing_deadline(self.date):
+            return True
+        what = f"{self.fab}'s {self.date} (_READY in {landing_day(self.fab, self.date)})"
+        note_waiting(self, what, landing_deadline(self.date), f"the day goes on without {self.fab}")
+        return False
 
 
 class IngestFab(DailyStage):
@@ -115,7 +122,7 @@ class IngestFab(DailyStage):
     stage = "ingest"
     folder_name = "ingest"
     reads = (ConvertFile,)
-    fab = luigi.Parameter()
+    fab = FabParameter(wafer_yield)
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}/fab={self.fab}"
@@ -205,7 +212,12 @@ class QualityGate(DailyStage):
             manifest.update(passed=report["passed"], failed=report["failed"], warnings=report["warnings"])
             manifest.update(fabs=present, offline_fabs=offline)
         if not report["passed"]:
-            failed = "; ".join(report["failed"])
+            # what went wrong, not the check's name: "day: data present failed (0 die tests ...)"
+            failed = "; ".join(
+                f"{c['name']} failed ({c['message']})"
+                for c in report["checks"]
+                if c["name"] in report["failed"]
+            )
             alert(
                 WORKFLOW,
                 self.task_id,
@@ -296,6 +308,12 @@ def registry() -> Path:
     return paths().root_path() / "models" / "registry"
 
 
+def share_with_group(path: Path) -> None:
+    """[yield_model] group_readable: a model folder or the registry readable by the group."""
+    if yield_model_settings().group_readable:
+        grant_group_read(path, paths().root_path())
+
+
 class Train(DailyStage):
     """`models/{tag}/date=D/`: a candidate trained on the labelled trailing window, or the
     reason there is none (quality gate, insufficient data)."""
@@ -348,10 +366,12 @@ class Train(DailyStage):
                 rows={"train": len(train), "new_devices": new_devices},
                 model=saved,
             )
+        share_with_group(self.folder())
 
     def _skip(self, decision: str, **numbers: Any) -> None:
         with self.publish() as (_, manifest):
             manifest.update(status="skipped", decision=decision, **numbers)
+        share_with_group(self.folder())
         alert(
             WORKFLOW,
             self.task_id,
@@ -497,6 +517,7 @@ class Deploy(DailyStage):
         if after["record"].get("sha256") != model["sha256"]:
             return False
         record["production_after"] = {**model, "folder": after["model"]}
+        share_with_group(registry())
         return True
 
 
@@ -555,15 +576,115 @@ class Score(DailyStage):
             )
 
 
+class YieldReport(DailyStage):
+    """`reports/{tag}/date=D/index.html`: the day's yield report (jobs/domain/report_page.py), its
+    PNGs and exports (SINF maps, dies.csv), with the day before's final test against its p_fail."""
+
+    stage = "report"
+    folder_name = report_page.REPORTS_FOLDER
+    reads = (Score, Features, IngestFab)
+
+    def trend_days(self) -> list[dt.date]:
+        return history_days(self.date - dt.timedelta(days=29), self.date)
+
+    def requires(self) -> dict[str, Any]:
+        previous = previous_history_day(self.date)
+        return {
+            "score": Score(date=self.date),
+            "ingest": self.ingests(),
+            "trend": [Features(date=d) for d in self.trend_days()],
+            **({"previous": Score(date=previous)} if previous else {}),
+        }
+
+    def run(self) -> None:
+        present, offline = present_fabs(self.date)
+        if not present:
+            with self.publish() as (work, manifest):
+                why = "no dies: every fab offline"
+                manifest.update(
+                    fabs=present, offline_fabs=offline, **report_page.empty_report(self.date, why, work)
+                )
+            return
+        self.set_status_message(f"reading {', '.join(present)}")
+        inputs = report_inputs(self.date, self.trend_days())
+        self.set_status_message(f"drawing {inputs.dies.groupby(views.WAFER).ngroups} wafers")
+        with self.publish() as (work, manifest):
+            manifest.update(fabs=present, offline_fabs=offline, **report_page.render_report(inputs, work))
+
+
+def report_inputs(date: dt.date, trend_days: list[dt.date]) -> report_page.ReportInputs:
+    """What YieldReport(date) draws, read from the stages before it."""
+    key_tests = quality_monitor().key_test_list()
+    parts, results, bins, tests = day_tables(date, key_tests)
+    score = Score(date=date).manifest()
+    scored = score["status"] == "scored"
+    previous = previous_history_day(date)
+    before = None
+    if previous is not None and present_fabs(previous)[0]:
+        labels = labels_landed(previous + dt.timedelta(days=1), date)
+        before = (previous, views.die_table(day_tables(previous, [])[0], scored_dies(previous), labels))
+    return report_page.ReportInputs(
+        date=date,
+        dies=views.die_table(parts, scored_dies(date)),
+        results=results,
+        bins=bins,
+        tests=tests,
+        forecasts=pd.read_parquet(Score(date=date).folder() / "wafers.parquet") if scored else None,
+        scored=score["status"],
+        previous=before,
+        trend=views.yield_trend({str(d): ws_outcomes(d) for d in trend_days}),
+        key_tests=key_tests,
+        min_forecast_yield=wafer_yield().min_forecast_yield,
+    )
+
+
+def ws_outcomes(date: dt.date) -> pd.DataFrame:
+    """fab and ws_passed of every die of a day (its features)."""
+    return pd.read_parquet(Features(date=date).folder() / "features.parquet", columns=["fab", "ws_passed"])
+
+
+def scored_dies(date: dt.date) -> pd.DataFrame | None:
+    path = predictions_path(date)
+    return pd.read_parquet(path, columns=[*feats.FEATURE_KEY, "fab", "p_fail"]) if path.exists() else None
+
+
+def day_tables(date: dt.date, key_tests: list[str]) -> tuple[pd.DataFrame, ...]:
+    """The wafer-sort parts of a day with a fab present, the results the report reads (failed ones
+    and the key tests'), and the bin and test tables of its wafer-sort files; parts and results
+    with `fab`."""
+    parts, results, bins, tests = [], [], [], []
+    wanted = [[("failed", "==", True)], *([[("test_txt", "in", key_tests)]] if key_tests else [])]
+    for fab in present_fabs(date)[0]:
+        folder = IngestFab(fab=fab, date=date).folder()
+        parts.append(pd.read_parquet(folder / "dies.parquet").assign(fab=fab))
+        columns = ["part_key", "kind", "test_num", "test_txt", "result", "failed"]
+        results.append(
+            pd.read_parquet(folder / "results.parquet", columns=columns, filters=wanted).assign(fab=fab)
+        )
+        files = read_json(folder / "manifest.json")["files"]
+        for converted in (converted_folder(f["sha256"]) for f in files if f["flow"] == "wafer_sort"):
+            bins.append(pd.read_parquet(converted / "bins.parquet"))
+            tests.append(pd.read_parquet(converted / "tests.parquet"))
+    return tuple(
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        for frames in (parts, results, bins, tests)
+    )
+
+
 class WaferYieldDaily(DailyStage):
     """The day as the schedule runs it; `wafer_yield_daily/{tag}/date=D/manifest.json` is its summary."""
 
     stage = "daily"
     folder_name = "wafer_yield_daily"
-    reads = (Score,)
+    reads = (Score, YieldReport)
 
     def requires(self) -> dict[str, Any]:
-        return {"score": Score(date=self.date), "gate": QualityGate(date=self.date), "ingest": self.ingests()}
+        return {
+            "score": Score(date=self.date),
+            "report": YieldReport(date=self.date),
+            "gate": QualityGate(date=self.date),
+            "ingest": self.ingests(),
+        }
 
     def run(self) -> None:
         present, offline = present_fabs(self.date)
@@ -583,4 +704,5 @@ class WaferYieldDaily(DailyStage):
                 production=(decision["production_after"] or {}).get("date"),
                 scored=score["status"],
                 low_yield_wafers=len(score.get("low_yield_wafers", [])),
+                report=str(YieldReport(date=self.date).folder() / "index.html"),
             )

@@ -1,9 +1,15 @@
 """Alerts by mail (a real SMTP server, aiosmtpd) and webhook (a real HTTP receiver), both on
-127.0.0.1 and stopped by the test, with a cooldown per alert key."""
+127.0.0.1 and stopped by the test, with a cooldown per alert key, and on a full disk (a small
+tmpfs, filled up)."""
 
 from __future__ import annotations
 
+import errno
+import gc
 import json
+import logging
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -14,8 +20,11 @@ import luigi
 import pytest
 from aiosmtpd.controller import Controller
 
+from jobs.ops import runtime
 from jobs.ops.alerts import alert, read_alerts
 from tests.helpers import free_port, luigi_settings
+
+runtime.install()  # what a workflow module installs: the failure alerts of every task
 
 
 class Inbox:
@@ -151,3 +160,57 @@ def test_a_failed_task_alerts_and_mails_once_per_cooldown(tmp_path: Path, smtp_s
     assert sorted(a["sent"] for a in failures) == [False, True]
     assert len(inbox.messages) == 1 and len(received) == 1
     assert "Doomed failed" in inbox.messages[0][1]["Subject"]
+
+
+@pytest.fixture()
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A data root on a 64 KiB tmpfs with not a byte free (unmounted at the end)."""
+    root = tmp_path / "full"
+    root.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(root)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(
+            f"cannot mount a small tmpfs for a full disk (needs root): {mounted.stderr.decode().strip()}"
+        )
+    try:
+        (root / "alerts").mkdir()
+        filler = os.open(root / "filler", os.O_WRONLY | os.O_CREAT)
+        with pytest.raises(OSError) as full:
+            while True:
+                os.write(filler, b"x" * 4096)
+        os.close(filler)
+        assert full.value.errno == errno.ENOSPC
+        yield root
+    finally:
+        gc.collect()  # the run history's SQLite connections close when collected (jobs/ops/history.py)
+        subprocess.run(["umount", str(root)], check=True)
+
+
+def test_on_a_full_disk_alerts_still_go_out_without_cooldown(
+    full_disk: Path, smtp_server, webhook, caplog
+) -> None:
+    inbox, port = smtp_server
+    received, url = webhook
+    with settings(full_disk, port, url), caplog.at_level(logging.WARNING, "luigi-interface"):
+        first = alert("wafer_yield", "IngestFab(...)", "error", "fab2 offline", key="fab2 offline")
+        again = alert("wafer_yield", "IngestFab(...)", "error", "fab2 offline", key="fab2 offline")
+    assert first["sent"] and again["sent"]  # no cooldown could be kept: each one is sent
+    assert [r["message"] for r in received] == ["fab2 offline", "fab2 offline"] and len(inbox.messages) == 2
+    assert "ALERT [error] wafer_yield IngestFab(...): fab2 offline" in caplog.text
+    assert (
+        "alert cooldown not recorded, sending without it: [Errno 28] No space left on device" in caplog.text
+    )
+    assert "alert not written to" in caplog.text
+    assert read_alerts(full_disk / "alerts" / "alerts.jsonl") == []  # no half line either
+    assert sorted(p.name for p in (full_disk / "alerts").iterdir()) == ["alerts.jsonl"]  # no temporary left
+
+
+def test_on_a_full_disk_a_failed_task_is_still_alerted(full_disk: Path, webhook) -> None:
+    received, url = webhook
+    with settings(full_disk, 1, url):
+        assert not luigi.build([Doomed(day=3)], local_scheduler=True, log_level="CRITICAL")
+    assert [r["message"] for r in received] == [
+        "Doomed failed: RuntimeError: the landing share is gone (day 3)"
+    ]

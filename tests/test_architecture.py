@@ -126,7 +126,20 @@ LINEAGE = {
     "validate": ["convert", "ingest", "quality", "features", "train", "validate", "deploy"],
     "deploy": ["convert", "ingest", "quality", "features", "train", "validate", "deploy"],
     "score": ["convert", "ingest", "quality", "features", "train", "validate", "deploy", "score"],
-    "daily": ["convert", "ingest", "quality", "features", "train", "validate", "deploy", "score", "daily"],
+    "report": ["convert", "ingest", "quality", "features", "train", "validate", "deploy", "score", "report"],
+    # the report is part of the day: a report version bump reopens every day for one Range rerun
+    "daily": [
+        "convert",
+        "ingest",
+        "quality",
+        "features",
+        "train",
+        "validate",
+        "deploy",
+        "score",
+        "report",
+        "daily",
+    ],
     "fab_hour": ["convert", "fab_hour"],
     "reference": ["convert", "reference"],
     "normalize": ["convert", "fab_hour", "reference", "normalize"],
@@ -140,6 +153,7 @@ DEFAULT_VERSIONS = {"convert": 2}
 FOLDERS = {
     "convert": "converted", "train": "models", "validate": "validation", "score": "predictions",
     "daily": "wafer_yield_daily", "merge": "fab_merge_hourly", "monitor": "quality_monitor",
+    "report": "reports",
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
+from jobs.domain import pages
 from jobs.ops import dashboard
 from jobs.ops.dashboard import (
     Summary,
@@ -386,7 +387,7 @@ def test_data_volume_matches_what_each_ingest_read_and_wrote(floor: Path, render
             landed = sum(f.stat().st_size for f in landed_files(folder)) if folder.exists() else 0
             assert round(mb * 1e6) == landed == sum(i["bytes"] for i in manifest.get("inputs", []))
             assert (mb > 1) == (status == "ok")
-            cells = f"<td>{day:%Y-%m-%d}</td><td>{fab}</td><td>{dashboard._cell(mb)}</td><td>{rows}</td>"
+            cells = f"<td>{day:%Y-%m-%d}</td><td>{fab}</td><td>{pages.cell(mb)}</td><td>{rows}</td>"
             assert cells in rendered["page"]
 
 

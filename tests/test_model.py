@@ -174,6 +174,18 @@ def test_load_refuses_a_changed_model_file(tmp_path: Path, forest: ym.YieldModel
         ym.load_model(tmp_path / "m")
 
 
+def test_the_same_data_and_settings_give_the_same_model_bytes(tmp_path: Path, train: pd.DataFrame) -> None:
+    features = ym.model_features(["p_m", "p_u"])
+    saved = [ym.save_model(ym.train_model(train, features, SMALL), tmp_path / name) for name in "ab"]
+    assert saved[0]["sha256"] == saved[1]["sha256"] == ym.file_sha256(tmp_path / "b" / "model.joblib")
+    assert (tmp_path / "a" / "model.joblib").read_bytes() == (tmp_path / "b" / "model.joblib").read_bytes()
+    # when and how fast it was trained is kept beside the model, in model.json
+    assert {"trained_at", "seconds", "fit_seconds"} <= set(saved[1]["meta"])
+    assert ym.load_model(tmp_path / "b").meta == saved[1]["meta"]
+    other = ym.save_model(ym.train_model(train, features, SMALL, seed=1), tmp_path / "c")
+    assert other["sha256"] != saved[0]["sha256"]  # the sha256 does tell models apart
+
+
 @pytest.fixture()
 def two_models(tmp_path: Path, forest: ym.YieldModel) -> tuple[Path, Path]:
     ym.save_model(forest, tmp_path / "a")

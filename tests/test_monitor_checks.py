@@ -82,6 +82,7 @@ def test_a_sound_file_passes_and_a_resent_or_unreadable_one_fails(tmp_path: Path
     assert names == [
         "decodes",
         "record structure",
+        "damage and structure",
         "test program",
         "physical bounds",
         "finite results",

@@ -134,6 +134,9 @@ def test_a_scheduled_run_catches_up_the_missed_days_and_checks_the_slas(site: tu
         "--now",
         "2026-11-13T02:00",
         "--local-scheduler",
+        "--since",  # the SLA baseline (a replay has none of its own) ...
+        "2026-11-10",
+        "--alert",  # ... and a replay records and alerts its misses only when asked to
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -21,6 +21,7 @@ from tests.helpers import luigi_settings
 
 UTC = dt.UTC
 D1, D2, D3 = (dt.date(2026, 11, 10) + dt.timedelta(days=n) for n in range(3))
+SINCE = dt.datetime.combine(D1, dt.time(), tzinfo=dt.UTC)  # the SLA baseline: the schedules start
 
 
 def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
@@ -76,7 +77,7 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_an_sla_miss_alerts_exactly_once(floor: Path) -> None:
-    first = check(now=at(D3, 7))  # day 1 was due on day 2 at 06:00, day 2 on day 3
+    first = check(now=at(D3, 7), since=SINCE)  # day 1 was due on day 2 at 06:00, day 2 on day 3
     assert [(m.period, m.reason.split(",")[0]) for m in first] == [
         (str(D1), "finished late"),
         (str(D2), "not done"),
@@ -88,7 +89,7 @@ def test_an_sla_miss_alerts_exactly_once(floor: Path) -> None:
     assert [a["sent"] for a in sla_alerts] == [True, False]  # one mail/webhook per cooldown per workflow
 
     # every later check (the schedule runs it every 15 minutes) finds the same misses: no new alert
-    assert check(now=at(D3, 7, 15)) == [] and check(now=at(D3, 9)) == []
+    assert check(now=at(D3, 7, 15), since=SINCE) == [] and check(now=at(D3, 9), since=SINCE) == []
     assert len([a for a in read_alerts() if a["task"] == "sla"]) == 2
     misses = read_sla_misses()
     assert list(misses["period"]) == [str(D1), str(D2)]
@@ -99,7 +100,7 @@ def test_a_run_still_going_past_its_deadline_is_reported_as_such(floor: Path) ->
     score = Score(date=D3)
     history.record_start(score)  # the real handler: a RUNNING row for this process
     try:
-        (miss,) = check(now=at(D3 + dt.timedelta(days=1), 6, 1))
+        (miss,) = check(now=at(D3 + dt.timedelta(days=1), 6, 1), since=SINCE)
         assert (miss.period, miss.reason) == (str(D3), "still running")
     finally:
         history.record_failure(score, RuntimeError("stopped by the test"))
@@ -109,6 +110,20 @@ def test_a_run_still_going_past_its_deadline_is_reported_as_such(floor: Path) ->
 
 
 def test_the_command_line_prints_new_misses(floor: Path, capsys) -> None:
-    assert main(["--now", f"{D3 + dt.timedelta(days=3)}T07:00"]) == 0
+    replay = ["--now", f"{D3 + dt.timedelta(days=3)}T07:00", "--since", f"{D1}"]
+    assert main(replay) == 0  # a replay reports, but records and alerts nothing
     out = capsys.readouterr().out
-    assert out.startswith("SLA missed: wafer_yield") and "not done" in out
+    assert out.startswith("SLA missed: wafer_yield") and "replay: not recorded" in out
+    alerted = len(read_alerts())
+    assert main([*replay, "--alert"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SLA missed: wafer_yield") and "not done" in out and "replay" not in out
+    assert out.count("\n") == len(read_alerts()) - alerted  # each miss one line, alerted once
+
+
+def test_no_misses_before_the_schedules_exist(floor: Path, capsys) -> None:
+    """A root where schedules were never installed or run (a demo, a backfill) has no SLA yet."""
+    assert check(now=at(D3 + dt.timedelta(days=2), 7)) == []
+    assert main([]) == 0 and capsys.readouterr().out.startswith("SLA: no baseline yet")
+    # periods scheduled before the baseline are no misses either
+    assert check(now=at(D3, 7), since=at(D3, 3), record=False) == []  # day 2 was started at 02:00

@@ -283,7 +283,8 @@ def test_conversion_replaces_output_and_clears_abandoned_work(shared_stdf: Path,
     abandoned.mkdir()
     (abandoned / "results.parquet").write_bytes(b"half")
     old = time.time() - 7 * 3600
-    os.utime(abandoned, (old, old))
+    for leftover in (abandoned / "results.parquet", abandoned):
+        os.utime(leftover, (old, old))
     convert_stdf(shared_stdf / "metis_d10_2site.std", out)
     first = json.loads((out / "manifest.json").read_text())
     convert_stdf(shared_stdf / "metis_d10_2site.std", out)  # a rerun replaces the folder whole

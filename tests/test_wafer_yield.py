@@ -34,6 +34,7 @@ from jobs.wafer_yield import (
     Score,
     Train,
     WaferYieldDaily,
+    YieldReport,
     landing_day,
     registry,
 )
@@ -163,7 +164,9 @@ def test_a_version_bump_reruns_that_stage_and_downstream_only(week: Path) -> Non
             assert build(week_range())
             assert {stage: mtimes(stage_dir(stage)) for stage in upstream} == upstream
             assert all(Score(date=d).complete() for d in DAYS)
-            assert Path(WaferYieldDaily(date=DAYS[-1]).output().path).parent.parent.name.endswith(".2.1")
+            assert all(YieldReport(date=d).complete() for d in DAYS)  # downstream of Score: re-rendered
+            assert YieldReport(date=DAYS[-1]).folder().parent.name.endswith(".2.1")  # score 2, report 1
+            assert Path(WaferYieldDaily(date=DAYS[-1]).output().path).parent.parent.name.endswith(".2.1.1")
 
 
 def test_too_few_devices_skip_training_with_an_alert(week: Path) -> None:

@@ -53,11 +53,9 @@ def hour_of_files(
             unreadable.append(conversion.manifest["input"]["path"])
             continue
         sha, facts, folder = conversion.sha256, conversion.facts, conversion.folder
-        if conversion.manifest["truncated"] and not facts["finish_time_utc"]:  # its end is lost: estimated
-            facts = {
-                **facts,
-                "finish_time_utc": estimated_finish(facts, pd.read_parquet(folder / "parts.parquet")),
-            }
+        if conversion.manifest.get("truncated") and not facts["finish_time_utc"]:  # lost: estimated
+            finish = estimated_finish(facts, pd.read_parquet(folder / "parts.parquet"))
+            facts = {**facts, "finish_time_utc": finish}
         if sha in seen or not facts["wafers"] or not overlaps(facts, start):
             continue
         seen.add(sha)

@@ -9,8 +9,6 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
-from jobs.files import staged_folder, write_bytes
+from jobs.files import json_line, read_json, staged_folder, write_bytes, write_json
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
@@ -381,43 +379,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, flush it to disk, then rename over `path`."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
-
-
 def save_model(model: YieldModel, folder: Path) -> dict[str, Any]:
     """Write `folder`/model.joblib and model.json (features, params, metadata, the joblib's sha256).
 
-    Each file is written to a temporary name and renamed; model.json comes last, so a folder
-    with a model.json holds a complete model. Returns the model.json content.
+    The joblib holds what predicts, not when or how fast it was trained: `meta` (timings, the
+    training time) goes to model.json only, so the same data and settings give the same bytes
+    and the sha256 names the model. Each file appears whole (jobs/files.py, flushed to disk);
+    model.json comes last, so a folder with a model.json holds a complete model. Returns the
+    model.json content.
     """
     import io
 
     import joblib
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    joblib.dump(model, buffer, compress=3)
-    _write_atomic(folder / MODEL_FILE, buffer.getvalue())
+    joblib.dump(replace(model, meta={}), buffer, compress=3)
+    write_bytes(folder / MODEL_FILE, buffer.getvalue(), durable=True)
     meta = {
         "file": MODEL_FILE,
-        "sha256": file_sha256(folder / MODEL_FILE),
-        "bytes": (folder / MODEL_FILE).stat().st_size,
+        "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+        "bytes": len(buffer.getvalue()),
         "features": model.features,
         "impute": model.impute,
         "prior": model.prior,
@@ -425,8 +407,8 @@ def save_model(model: YieldModel, folder: Path) -> dict[str, Any]:
         "params": model.params,
         "meta": model.meta,
     }
-    _write_atomic(folder / META_FILE, _json_bytes(meta))
-    return meta
+    write_json(folder / META_FILE, meta, sort_keys=True, durable=True)
+    return read_json(folder / META_FILE)
 
 
 def load_model(folder: Path, verify: bool = True) -> YieldModel:
@@ -434,7 +416,7 @@ def load_model(folder: Path, verify: bool = True) -> YieldModel:
     import joblib
 
     folder = Path(folder)
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = read_json(folder / META_FILE)
     path = folder / meta.get("file", MODEL_FILE)
     if verify:
         actual = file_sha256(path)
@@ -445,6 +427,7 @@ def load_model(folder: Path, verify: bool = True) -> YieldModel:
     model = joblib.load(path)
     if not isinstance(model, YieldModel):
         raise ModelIntegrityError(f"{path}: holds a {type(model).__name__}, not a YieldModel")
+    model.meta = meta.get("meta", {})  # kept in model.json, not the joblib (see save_model)
     return model
 
 
@@ -466,12 +449,12 @@ def _locked(registry: Path) -> Iterator[None]:
 def production(registry: Path) -> dict[str, Any] | None:
     """The production pointer: {model (absolute folder), record, promoted_at, previous: [...]}."""
     path = Path(registry) / PRODUCTION
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 def _append_history(registry: Path, entry: dict[str, Any]) -> None:
     with open(registry / HISTORY, "a") as f:  # one write of one line: appends do not interleave
-        f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+        f.write(json_line(entry, sort_keys=True))
 
 
 def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:
@@ -490,9 +473,9 @@ def promote(
 
     The model is copied into `registry/models/{sha256}/` first and the pointer names that copy:
     a rerun that replaces the folder it was trained in never takes a pointer's model away.
-    production.json is replaced atomically, then the promotion is appended to history.jsonl;
-    a pointer whose history line a kill prevented is recorded by the next promotion or rollback.
-    `record` is whatever the caller wants kept (date, metrics, reason).
+    production.json is replaced atomically (jobs/files.py), then the promotion is appended to
+    history.jsonl; a pointer whose history line a kill prevented is recorded by the next
+    promotion or rollback. `record` is whatever the caller wants kept (date, metrics, reason).
     """
     registry, model_folder = Path(registry), Path(model_folder).resolve()
     if not (model_folder / META_FILE).is_file():
@@ -508,7 +491,7 @@ def promote(
             "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "previous": previous[:KEEP_PREVIOUS],
         }
-        _write_atomic(registry / PRODUCTION, _json_bytes(pointer))
+        write_json(registry / PRODUCTION, pointer, sort_keys=True, durable=True)
         _append_history(registry, {"event": "promote", **_pointer(pointer)})
         return pointer
 
@@ -553,7 +536,7 @@ def rollback(registry: Path) -> dict[str, Any]:
         if current is None or not current.get("previous"):
             raise LookupError(f"{registry / PRODUCTION}: no previous production model to roll back to")
         restored = {**current["previous"][0], "previous": current["previous"][1:]}
-        _write_atomic(registry / PRODUCTION, _json_bytes(restored))
+        write_json(registry / PRODUCTION, restored, sort_keys=True, durable=True)
         _append_history(
             registry,
             {

@@ -148,12 +148,14 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
         quality.check_record_structure(name, {**facts, "record_counts": records}),
         check_damage(name, manifest),
         quality.check_catalogue(name, tests, program_catalogue(context.catalogues[fab], facts["job"])),
+    ]
+    if facts["wafers"]:  # the bounds are of wafer-sort tests
+        checks.append(quality.check_physical_bounds(name, values, context.bounds))
+    checks += [
         quality.check_finite_results(name, results[results["kind"] != "FTR"], strict),
         quality.check_duplicate_dies(name, parts.dropna(subset=["x_coord", "y_coord"]), strict),
         quality.check_duplicate_file(name, sha, context.landed_before(fab, path)),
     ]
-    if facts["wafers"]:  # the bounds are of wafer-sort tests
-        checks.insert(3, quality.check_physical_bounds(name, values, context.bounds))
     failed = [c.name for c in checks if not c.passed and c.severity == "error"]
     return {
         **checked,

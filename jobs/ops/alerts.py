@@ -5,15 +5,18 @@ alert with the same key was sent within `[alerts] cooldown_minutes`, it is also 
 luigi's own `[email]` / `[smtp]` settings (to `[email] receiver`) and posted as JSON to
 `[alerts] webhook_url` when one is set. A broken fab raises the same key hour after hour: it
 is recorded every time but sent once per cooldown. Sending never fails the task: a mail server
-or webhook that does not answer is logged.
+or webhook that does not answer is logged. Neither does a full disk: the alert is logged and
+sent all the same, without cooldown, and what could not be written is logged too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import luigi
 import luigi.notifications
 
+from jobs.files import json_line, read_json, write_json
 from jobs.pipeline.settings import paths
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -56,29 +60,51 @@ def alert(
         "key": key or f"{workflow}: {message}",
         "numbers": numbers,
     }
-    path = alerts_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # whole lines and one cooldown decision, with several workers
-        record["sent"] = _claim(record["key"], now)
-        f.write(json.dumps(record, default=str) + "\n")
     logger.warning("ALERT [%s] %s %s: %s", severity, workflow, task, message)
+    record["sent"] = _book(record, now)
     if record["sent"]:
         _send(record)
     return record
 
 
+def _book(record: dict[str, Any], now: dt.datetime) -> bool:
+    """Append the alert to alerts.jsonl and decide whether its key is out of its cooldown.
+
+    On a full disk (or an unwritable folder) the alert still goes out, without the bookkeeping:
+    a repeated mail is better than a silent failure. What could not be written is logged."""
+    path, sent = alerts_file(), True
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as log:
+            fcntl.flock(log, fcntl.LOCK_EX)  # whole lines and one cooldown decision, with several workers
+            try:
+                sent = _claim(record["key"], now)
+            except OSError as error:
+                logger.error("alert cooldown not recorded, sending without it: %s", error)
+            _append_line(log.fileno(), json_line({**record, "sent": sent}))
+    except OSError as error:
+        logger.error("alert not written to %s: %s", path, error)
+    return sent
+
+
+def _append_line(fd: int, line: str) -> None:
+    """One write of the whole line; a short one (the disk filled up) is taken back, so readers
+    never meet half a line."""
+    data, end = line.encode("utf-8"), os.fstat(fd).st_size
+    if os.write(fd, data) < len(data):
+        os.ftruncate(fd, end)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def _claim(key: str, now: dt.datetime) -> bool:
     """Whether this key may be sent now; if so, note it (the caller holds the lock)."""
     state_file = alerts_file().with_name("last_sent.json")
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state = read_json(state_file) if state_file.exists() else {}
     last = state.get(key)
     if last and now - dt.datetime.fromisoformat(last) < dt.timedelta(minutes=alerts().cooldown_minutes):
         return False
     state[key] = now.isoformat()
-    tmp = state_file.with_name(".last_sent.json.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(state_file)
+    write_json(state_file, state)
     return True
 
 
@@ -92,7 +118,7 @@ def _send(record: dict[str, Any]) -> None:
     if settings.webhook_url:
         request = urllib.request.Request(
             settings.webhook_url,
-            data=json.dumps(record, default=str).encode(),
+            data=json_line(record).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )

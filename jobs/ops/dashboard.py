@@ -14,11 +14,10 @@ the process's matplotlib backend or keep figures alive in pyplot's global regist
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import html
-import io
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from jobs.domain import pages
+from jobs.domain.report_page import newest_report
 from jobs.files import write_bytes
 from jobs.ops.alerts import SEVERITIES, alerts_file, read_alerts
 from jobs.ops.history import history_file, read_runs, read_sla_misses
@@ -265,40 +266,14 @@ def totals(runs: pd.DataFrame, misses: pd.DataFrame, alerts: pd.DataFrame) -> di
         "SLA misses": len(misses),
         "alerts": len(alerts),
         "MB landed": f"{data_volume(runs)['mb'].sum():.1f}",
-        "first run": _when(runs["started"].min()) if len(runs) else "–",
-        "last run": _when(runs["started"].max()) if len(runs) else "–",
+        "first run": pages.when(runs["started"].min()) if len(runs) else "–",
+        "last run": pages.when(runs["started"].max()) if len(runs) else "–",
     }
-
-
-def _when(value: Any) -> str:
-    return "" if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
 
 
 # --- the charts: figures -> matplotlib Figures ---------------------------------------------------
 
 Window = tuple[pd.Timestamp, pd.Timestamp]  # the days a per-day chart spans (UTC, no zone)
-
-
-def _figure(title: str, rows: int = 1, cols: int = 1, height: float = 4.5) -> tuple[Figure, Any]:
-    figure = Figure(figsize=(11, height), layout="constrained")
-    figure.suptitle(title, fontsize=14, fontweight="bold")
-    return figure, figure.subplots(rows, cols, squeeze=False)
-
-
-def _no_data(ax: Axes, message: str) -> None:
-    """An empty input draws a chart that says so, rather than an empty frame or an exception."""
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, color="#666", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _legend(
-    ax: Axes, handles: list[Any] | None = None, labels: list[str] | None = None, **kwargs: Any
-) -> None:
-    """Beside the plot, never over the data (constrained layout makes room for it)."""
-    if handles is None:
-        handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, **kwargs)
 
 
 def _day_axis(ax: Axes, days: Sequence[pd.Timestamp], window: Window | None = None) -> None:
@@ -348,10 +323,10 @@ def _color(name: str) -> str:
 
 
 def plot_runs_per_day(daily: pd.DataFrame, window: Window | None = None) -> Figure:
-    figure, axes = _figure("Task runs and success rate per day")
+    figure, axes = pages.figure("Task runs and success rate per day")
     ax = axes[0][0]
     if daily.empty:
-        _no_data(ax, "no task runs recorded in this window")
+        pages.no_data(ax, "no task runs recorded in this window")
         return figure
     _stacked_days(ax, daily, STATUS_COLORS)
     ax.set_ylabel("task runs")
@@ -367,7 +342,7 @@ def plot_runs_per_day(daily: pd.DataFrame, window: Window | None = None) -> Figu
 
 
 def plot_durations_vs_sla(durations: pd.DataFrame, budgets: Mapping[str, Summary]) -> Figure:
-    figure, axes = _figure(
+    figure, axes = pages.figure(
         "Workflow duration against the SLA (first task start of the command to the summary's finish)",
         rows=len(budgets),
         height=2.6 * len(budgets) + 1,
@@ -376,7 +351,7 @@ def plot_durations_vs_sla(durations: pd.DataFrame, budgets: Mapping[str, Summary
         ax.set_title(f"{workflow} ({summary.family})", fontsize=11, loc="left")
         runs = durations[durations["workflow"] == workflow]
         if runs.empty:
-            _no_data(ax, f"no finished {summary.family} runs in this window")
+            pages.no_data(ax, f"no finished {summary.family} runs in this window")
         else:
             _durations(ax, runs, summary.budget.total_seconds() / 60)
     axes[-1][0].set_xlabel("finished (UTC)")
@@ -407,20 +382,20 @@ def _durations(ax: Axes, runs: pd.DataFrame, budget: float) -> None:
     locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    _legend(ax)
+    pages.legend_beside(ax)
 
 
 def plot_outcomes(by_workflow: pd.DataFrame, outcome_counts: pd.DataFrame) -> Figure:
-    figure, axes = _figure("Outcomes", cols=2, height=max(4.5, 0.3 * len(outcome_counts.head(25)) + 1.5))
+    figure, axes = pages.figure("Outcomes", cols=2, height=max(4.5, 0.3 * len(outcome_counts.head(25)) + 1.5))
     left, right = axes[0]
     left.set_title("task runs by workflow and status", fontsize=11, loc="left")
     if by_workflow.empty:
-        _no_data(left, "no task runs")
+        pages.no_data(left, "no task runs")
     else:
         _outcome_bars(left, by_workflow)
     right.set_title("decisions and statuses of the done runs", fontsize=11, loc="left")
     if outcome_counts.empty:
-        _no_data(right, "no decisions recorded")
+        pages.no_data(right, "no decisions recorded")
     else:
         top = outcome_counts.head(25).iloc[::-1]
         labels = [f"{f}: {o}" for f, o in zip(top["family"], top["outcome"], strict=True)]
@@ -451,29 +426,29 @@ def _outcome_bars(ax: Axes, by_workflow: pd.DataFrame) -> None:
 
 
 def plot_sla_violations(violations: pd.DataFrame, window: Window | None = None) -> Figure:
-    figure, axes = _figure("SLA violations per day")
+    figure, axes = pages.figure("SLA violations per day")
     ax = axes[0][0]
     if violations.empty:
-        _no_data(ax, "no SLA misses in this window")
+        pages.no_data(ax, "no SLA misses in this window")
         return figure
     _grouped_days(ax, violations)
     ax.set_ylabel("periods that missed their deadline")
     ax.set_xlabel("day of the deadline (UTC)")
     ax.yaxis.get_major_locator().set_params(integer=True)
     _day_axis(ax, violations.index, window)
-    _legend(ax, title="workflow")
+    pages.legend_beside(ax, title="workflow")
     return figure
 
 
 def plot_stage_durations(table: pd.DataFrame) -> Figure:
     """`stage_durations` as ranges: min to max (thin), median to p90 (thick), the median (dot)."""
     table = table.iloc[::-1]  # slowest on top
-    figure, axes = _figure(
+    figure, axes = pages.figure(
         "Seconds per run of each task family (done runs)", height=max(4.5, 0.42 * len(table) + 1.8)
     )
     ax = axes[0][0]
     if table.empty:
-        _no_data(ax, "no finished task runs")
+        pages.no_data(ax, "no finished task runs")
         return figure
     # Stages differ by orders of magnitude (a conversion in a second, a training in minutes): a
     # log axis keeps all of them readable. A zero-second run is drawn at a millisecond.
@@ -489,15 +464,15 @@ def plot_stage_durations(table: pd.DataFrame) -> Figure:
         ax.annotate(f"n={runs}, median {median:.3g} s", (top, row), xytext=(8, 0),
                     textcoords="offset points", va="center", fontsize=8)  # fmt: skip
     ax.margins(x=0.3, y=0.08)
-    _legend(ax)
+    pages.legend_beside(ax)
     return figure
 
 
 def plot_data_volume(volume: pd.DataFrame) -> Figure:
-    figure, axes = _figure("STDF landed per fab and day (IngestFab)")
+    figure, axes = pages.figure("STDF landed per fab and day (IngestFab)")
     ax = axes[0][0]
     if volume.empty:
-        _no_data(ax, "no IngestFab runs in this window")
+        pages.no_data(ax, "no IngestFab runs in this window")
         return figure
     per_day = volume.pivot_table(index="date", columns="fab", values="mb", aggfunc="sum", fill_value=0)
     _grouped_days(ax, per_day, labels=True)
@@ -508,15 +483,15 @@ def plot_data_volume(volume: pd.DataFrame) -> Figure:
     ax.set_ylabel("MB of STDF read")
     ax.set_xlabel("partition date (the day the data is for)")
     _day_axis(ax, per_day.index)
-    _legend(ax, title="fab")
+    pages.legend_beside(ax, title="fab")
     return figure
 
 
 def plot_model_auc(auc: pd.DataFrame) -> Figure:
-    figure, axes = _figure("Model AUC on the holdout day (Validate)")
+    figure, axes = pages.figure("Model AUC on the holdout day (Validate)")
     ax = axes[0][0]
     if auc.empty:
-        _no_data(ax, "no trained candidates in this window")
+        pages.no_data(ax, "no trained candidates in this window")
         return figure
     ax.plot(auc["date"], auc["candidate_auc"], "o-", label="candidate", color="#1f77b4")
     if auc["champion_auc"].notna().any():
@@ -541,21 +516,21 @@ def plot_model_auc(auc: pd.DataFrame) -> Figure:
     ax.set_ylabel("AUC")
     ax.set_xlabel("date the model was trained for")
     _day_axis(ax, auc["date"])
-    _legend(ax)
+    pages.legend_beside(ax)
     return figure
 
 
 def plot_alerts_per_day(per_day: pd.DataFrame, window: Window | None = None) -> Figure:
-    figure, axes = _figure("Alerts per day by severity")
+    figure, axes = pages.figure("Alerts per day by severity")
     ax = axes[0][0]
     if per_day.empty:
-        _no_data(ax, "no alerts in this window")
+        pages.no_data(ax, "no alerts in this window")
         return figure
     _stacked_days(ax, per_day, SEVERITY_COLORS)
     ax.set_ylabel("alerts")
     ax.set_xlabel("day (UTC)")
     _day_axis(ax, per_day.index, window)
-    _legend(ax, title="severity")
+    pages.legend_beside(ax, title="severity")
     return figure
 
 
@@ -648,71 +623,42 @@ def charts(history: History, budgets: Mapping[str, Summary]) -> list[Chart]:
     ]
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return "" if np.isnan(value) else f"{value:.3f}".rstrip("0").rstrip(".")
-    if isinstance(value, pd.Timestamp | dt.datetime):
-        return _when(value)
-    return html.escape("" if value is None or value is pd.NaT else str(value))
-
-
-def html_table(table: pd.DataFrame, empty: str, index: bool = False) -> str:
-    if table.empty:
-        return f'<p class="empty">{html.escape(empty)}</p>'
-    if index:
-        table = table.reset_index()
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
-        for row in table.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1150px; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.8em; }
-.meta { color: #666; } .empty { color: #666; font-style: italic; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.error { font-family: monospace; white-space: pre-wrap; max-width: 60em; }
-figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.9em; }
-"""
-
-
-def page(history: History, root: Path, days: int, images: Mapping[str, tuple[str, bytes]]) -> str:
+def page(
+    history: History, root: Path, days: int, images: Mapping[str, tuple[str, bytes]], out: Path | None = None
+) -> str:
     """The self-contained HTML page: headline numbers, the charts inline, the recent trouble."""
     runs = history.runs
     numbers = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{pages.cell(v)}</td></tr>"
         for k, v in totals(runs, history.misses, history.alerts).items()
-    )
-    figures = "".join(
-        f'<figure id="{name}"><img alt="{html.escape(caption)}" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode("ascii")}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-        for name, (caption, png) in images.items()
     )
     failed = runs[runs["effective_status"].isin(["FAILED", "KILLED"])]
     failures = failed.sort_values("started", ascending=False).head(20)
     misses = history.misses.sort_values("deadline", ascending=False).head(20)
     alerts = history.alerts.sort_values("time", ascending=False).head(30)
     alerts = alerts[["time", "severity", "workflow", "task", "message", "sent"]]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>STDF jobs: operations dashboard</title><style>{STYLE}</style></head><body>
-<h1>STDF jobs: operations dashboard</h1>
-<p class="meta">data root {html.escape(str(root))}; the last {days} days (runs started since
-{_when(history.since)} UTC); made {_when(history.until)} UTC</p>
+    body = f"""<p class="meta">data root {html.escape(str(root))}; the last {days} days (runs started since
+{pages.when(history.since)} UTC); made {pages.when(history.until)} UTC</p>
+{_report_link(root, out)}
 <h2>Totals</h2><table>{numbers}</table>
-<h2>Charts</h2>{figures}
+<h2>Charts</h2>{pages.inline_figures(images)}
 <h2>Last failures</h2>{_failures_table(failures)}
-<h2>SLA misses</h2>{html_table(misses, "no SLA misses in this window")}
-<h2>Recent alerts</h2>{html_table(alerts, "no alerts in this window")}
-<h2>Stage durations (seconds, done runs)</h2>{html_table(stage_durations(runs), "no runs", index=True)}
-<h2>Data volume (IngestFab)</h2>{html_table(_volume_rows(runs), "no IngestFab runs in this window")}
-</body></html>
+<h2>SLA misses</h2>{pages.html_table(misses, "no SLA misses in this window")}
+<h2>Recent alerts</h2>{pages.html_table(alerts, "no alerts in this window")}
+<h2>Stage durations (seconds, done runs)</h2>{pages.html_table(stage_durations(runs), "no runs", index=True)}
+<h2>Data volume (IngestFab)</h2>{pages.html_table(_volume_rows(runs), "no IngestFab runs in this window")}
 """
+    return pages.document("STDF jobs: operations dashboard", body)
+
+
+def _report_link(root: Path, out: Path | None) -> str:
+    """A link to the newest daily yield report under `root`, relative to the page's folder."""
+    report = newest_report(root)
+    if report is None:
+        return '<p class="empty">no yield report yet</p>'
+    target = os.path.relpath(report, out or root / "dashboard")
+    name = html.escape(report.parent.name.removeprefix("date="))
+    return f'<p>Newest yield report: <a href="{html.escape(target)}">{name}</a></p>'
 
 
 def _volume_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -726,8 +672,8 @@ def _failures_table(failures: pd.DataFrame) -> str:
     if failures.empty:
         return '<p class="empty">no failed or killed runs in this window</p>'
     rows = "".join(
-        f"<tr><td>{_cell(r.started)}</td><td>{_cell(r.effective_status)}</td><td>{_cell(r.task_id)}</td>"
-        f'<td>{_cell(r.host)}</td><td class="error">{_cell(r.error)}</td></tr>'
+        f"<tr><td>{pages.cell(r.started)}</td><td>{pages.cell(r.effective_status)}</td><td>{pages.cell(r.task_id)}</td>"
+        f'<td>{pages.cell(r.host)}</td><td class="error">{pages.cell(r.error)}</td></tr>'
         for r in failures.itertuples(index=False)
     )
     head = "<tr><th>started</th><th>status</th><th>task</th><th>host</th><th>error</th></tr>"
@@ -747,11 +693,10 @@ def render(
     written, images = [], {}
     # A long history takes a few seconds to draw: a bar then, on a terminal only.
     for chart in tqdm(charts(history, sla_budgets()), desc="dashboard", unit="chart", delay=3, disable=None):
-        png = io.BytesIO()
-        chart.draw().savefig(png, format="png", dpi=100)
-        images[chart.name] = (chart.caption, png.getvalue())
-        written.append(write_bytes(out / f"{chart.name}.png", png.getvalue()))
-    index = write_bytes(out / "index.html", page(history, root, days, images).encode("utf-8"))
+        drawn = pages.png(chart.draw())
+        images[chart.name] = (chart.caption, drawn)
+        written.append(write_bytes(out / f"{chart.name}.png", drawn))
+    index = write_bytes(out / "index.html", page(history, root, days, images, out).encode("utf-8"))
     return [*written, index]
 
 

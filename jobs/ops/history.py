@@ -26,6 +26,7 @@ from typing import Any
 import luigi
 import pandas as pd
 
+from jobs.files import pid_alive
 from jobs.pipeline.settings import paths
 
 logger = logging.getLogger("luigi-interface")
@@ -186,17 +187,6 @@ def read_runs(path: Path | None = None, since: dt.datetime | None = None) -> pd.
         runs[column] = pd.to_datetime(runs[column], utc=True, format="ISO8601")
     runs["effective_status"] = [effective_status(r) for r in runs.itertuples()]
     return runs
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this host (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def effective_status(run: Any) -> str:

@@ -37,7 +37,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.ops.history import pid_alive
+import luigi.configuration
+
+from jobs.files import pid_alive
 from jobs.pipeline.settings import REPO_CONFIG, paths
 
 DEFAULT_PORT = 8082
@@ -265,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["start", "stop", "status", "serve"],
                         help="serve: run luigid in the foreground (what start launches)")  # fmt: skip
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    # the port luigi commands ask ([core] default_scheduler_port), so the two agree by default
+    port = luigi.configuration.get_config().getint("core", "default_scheduler_port", DEFAULT_PORT)
+    parser.add_argument(
+        "--port", type=int, default=port, help=f"default: [core] default_scheduler_port, {port}"
+    )
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="listening address (default: 127.0.0.1)")
     parser.add_argument("--root", help="data root (default: [paths] root in luigi.cfg)")
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.files import atomic_path, read_json, write_json
+from jobs.pipeline.parameters import inside_root
 from jobs.pipeline.settings import paths
 
 REASON_SUFFIX = ".reason.json"
@@ -37,7 +38,7 @@ def quarantine_file(path: Path, workflow: str, fab: str, date: dt.date, reason: 
     """Move a landed file to `{root}/quarantine/{workflow}/{fab}/{date}/` with `NAME.reason.json`
     beside it. The reason is written first and the move is a rename: a kill leaves the file either
     in the landing zone (and the rerun quarantines it) or whole in quarantine."""
-    folder = quarantine_root() / workflow / fab / f"{date:%Y-%m-%d}"
+    folder = inside_root(quarantine_root() / workflow / fab / f"{date:%Y-%m-%d}")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     held_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -72,7 +73,8 @@ class ReleaseError(Exception):
 def release(name: str) -> Path:
     """Put a held file back where it landed, its time set to now (a re-upload: the next window
     checks it again). The reason moves to `quarantine/released/` with the release time."""
-    matches = [h for h in held() if name in (h["file"], Path(h["file"]).name)]
+    given = Path(name).resolve()  # a name, or a path to the held file (relative or not)
+    matches = [h for h in held() if name == Path(h["file"]).name or given == Path(h["file"]).resolve()]
     if not matches:
         raise ReleaseError(f"{name}: no such file in quarantine (see scripts/quarantine list)")
     if len(matches) > 1:

@@ -1,6 +1,7 @@
 """The schedules: what cron or systemd starts, and the command that installs them.
 
     python -m jobs.ops.schedules run wafer-yield|fab-merge|quality-monitor [--now ISO] [--local-scheduler]
+        [--scheduler-host H] [--scheduler-port P] [--since ISO] [--alert] [more luigi options]
     python -m jobs.ops.schedules install|uninstall --cron|--systemd [--dry-run]
     python -m jobs.ops.schedules show --cron|--systemd
 
@@ -63,9 +64,10 @@ def run(name: str, now: dt.datetime | None, local_scheduler: bool, luigi_args: l
             print(message, file=sys.stderr)
             return EXIT_SCHEDULER_DOWN
         scheduler = (host, port)
-    report_misses(started)
+    report_misses(started, replay=now is not None)
     code = finish(service, started, [*command, *luigi_args], scheduler)
-    report_misses(now or dt.datetime.now(dt.UTC))
+    report_misses(now or dt.datetime.now(dt.UTC), replay=now is not None)
+    print(f"schedule {name}: exit {code}: {EXIT_MEANINGS.get(code, 'see the log above')}", file=sys.stderr)
     return code
 
 
@@ -82,7 +84,7 @@ def finish(service: Workflow, now: dt.datetime, command: list[str], scheduler: t
     settings, codes = schedule(), retcode()
     resumable = {codes.already_running, codes.missing_data, codes.not_run, codes.unhandled_exception}
     for round_ in range(1, settings.rounds + 1):
-        print(" ".join(command[1:]), flush=True)
+        print(shown(command[1:]), flush=True)
         code = subprocess.call(command, cwd=REPO)
         left = [task for task in service.scheduled_summaries(now) if not task.complete()]
         if not left:
@@ -108,9 +110,34 @@ def answers_within(host: str, port: int, seconds: float) -> bool:
     return True
 
 
-def report_misses(now: dt.datetime) -> None:
-    for miss in sla.check(now):
-        print(f"SLA missed: {miss}", flush=True)
+# What each exit code of a run means ([retcode] in luigi.cfg); the README's table says what to do.
+EXIT_MEANINGS = {
+    0: "done: every period is complete",
+    10: "another command is running some of these tasks; the next run continues",
+    20: "missing data: a fab has not delivered and its deadline has not passed, or the range "
+    "is older than the look-back",
+    25: "tasks not run by this command: another command finished them, or they are disabled after "
+    "repeated failures ([scheduler] retry_count)",
+    30: "a task failed: its error is in the log above and in alerts.jsonl",
+    35: "scheduling error: a task's complete() or requires() raised, or the task limit was reached",
+    40: "luigi's own error: the traceback is in the log above",
+}
+SLA_OPTIONS: dict[str, object] = {"since": None, "record_replay": False}  # from the command line
+
+
+def report_misses(now: dt.datetime, replay: bool) -> None:
+    """The SLA check, printing each new miss once; a replay records and alerts only with --alert."""
+    since = SLA_OPTIONS["since"]
+    sla.report(now, since, record=not replay or bool(SLA_OPTIONS["record_replay"]))
+
+
+def shown(command: list[str]) -> str:
+    """The command as printed: `--now` as a UTC time, not the epoch seconds luigi takes."""
+    words = ["luigi", *command[2:]] if command[:2] == ["-m", "luigi"] else list(command)
+    for i, word in enumerate(words[:-1]):
+        if word == "--now" and words[i + 1].isdigit():
+            words[i + 1] = f"{dt.datetime.fromtimestamp(int(words[i + 1]), dt.UTC):%Y-%m-%dT%H:%M}Z"
+    return " ".join(words)
 
 
 # --- install ----------------------------------------------------------------------------------
@@ -200,19 +227,24 @@ def install_systemd(remove: bool, dry_run: bool) -> int:
 # --- command line -----------------------------------------------------------------------------
 
 
-def parse_now(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/schedule", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="action", required=True)
     run_parser = commands.add_parser("run", help="one scheduled run (what cron/systemd start)")
     run_parser.add_argument("workflow", choices=sorted(n.replace("_", "-") for n in WORKFLOWS))
-    run_parser.add_argument("--now", type=parse_now, help="as of this UTC time (ISO): redo a night")
+    run_parser.add_argument("--now", type=sla.utc_time, help="as of this UTC time (ISO): redo a night")
     run_parser.add_argument("--local-scheduler", action="store_true", help="without luigid")
-    run_parser.add_argument("luigi_args", nargs="*", help="after --: more luigi options, e.g. -- --workers 4")
+    run_parser.add_argument("--scheduler-host", help="luigid's host ([core] default_scheduler_host)")
+    run_parser.add_argument(
+        "--scheduler-port", type=int, help="luigid's port ([core] default_scheduler_port)"
+    )
+    run_parser.add_argument("--since", type=sla.utc_time, help="SLA: periods scheduled before are no misses")
+    run_parser.add_argument(
+        "--alert", action="store_true", help="a replay (--now) records and alerts SLA misses"
+    )
+    run_parser.add_argument(
+        "luigi_args", nargs="*", help="more luigi options, e.g. --workers 4 (or after --)"
+    )
     for action in ("install", "uninstall", "show"):
         sub = commands.add_parser(action, help=f"{action} the crontab or the systemd units")
         kind = sub.add_mutually_exclusive_group(required=True)
@@ -220,14 +252,38 @@ def main(argv: list[str] | None = None) -> int:
         kind.add_argument("--systemd", action="store_true")
         if action != "show":
             sub.add_argument("--dry-run", action="store_true", help="print what would change")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)  # options in any order; the unknown go to luigi
     if args.action == "run":
-        return run(args.workflow, args.now, args.local_scheduler, args.luigi_args)
+        luigi_args = [a for a in [*args.luigi_args, *unknown] if a != "--"]
+        return run(args.workflow, args.now, args.local_scheduler, [*scheduler_args(args), *luigi_args])
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.action == "show":
         print(crontab_text() if args.cron else "\n".join(f"# {n}\n{t}" for n, t in systemd_units().items()))
         return 0
     install = install_cron if args.cron else install_systemd
-    return install(remove=args.action == "uninstall", dry_run=args.dry_run)
+    code = install(remove=args.action == "uninstall", dry_run=args.dry_run)
+    if code == 0 and args.action == "install" and not args.dry_run:
+        sla.set_baseline(dt.datetime.now(dt.UTC), "schedules installed")
+    return code
+
+
+def scheduler_args(args: argparse.Namespace) -> list[str]:
+    """--scheduler-host/--scheduler-port: set for the luigid check in run() and passed to luigi;
+    the SLA options noted for report_misses; a real (not replayed) run starts the SLA baseline."""
+    config = luigi.configuration.get_config()
+    passed = []
+    for option, key in (
+        ("scheduler_host", "default_scheduler_host"),
+        ("scheduler_port", "default_scheduler_port"),
+    ):
+        if getattr(args, option) is not None:
+            config.set("core", key, str(getattr(args, option)))
+            passed += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    SLA_OPTIONS.update(since=args.since, record_replay=args.alert)
+    if args.now is None:
+        sla.set_baseline(dt.datetime.now(dt.UTC), "first scheduled run")
+    return passed
 
 
 if __name__ == "__main__":

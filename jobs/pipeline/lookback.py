@@ -38,6 +38,7 @@ _LOOK_BACK_OPTIONS = {
     luigi_range.RangeByMinutesBase: "minutes-back",
 }
 _luigi_requires = luigi_range.RangeBase.requires
+_reported: set[str] = set()
 
 
 def _requires_with_look_back_check(self: luigi_range.RangeBase) -> list[luigi.Task]:
@@ -52,17 +53,21 @@ def _requires_with_look_back_check(self: luigi_range.RangeBase) -> list[luigi.Ta
     start = self.parameter_to_datetime(self.start)
     if start >= look_back_starts:
         return tasks
-    logger.error(
-        "%s: --start %s is before the look-back, which starts at %s; raise --%s (or [%s] %s in "
-        "luigi.cfg) to cover it",
-        self.task_family, self.start, look_back_starts, option, self.task_family, option.replace("-", "_"),
-    )  # fmt: skip
     outside = RangeOutsideLookBack(
         range_task=self.task_family,
         start=str(self.start),
-        look_back_starts=str(look_back_starts),
+        look_back_starts=f"{look_back_starts:%Y-%m-%d %H:%M}",
         option=option,
     )
+    if self.task_id in _reported:  # luigi calls requires() several times: say it once
+        return [*tasks, outside]
+    _reported.add(self.task_id)
+    logger.error(
+        "%s: --start %s is before the look-back, which starts at %s; raise --%s (or [%s] %s in "
+        "luigi.cfg) to cover it",
+        self.task_family, self.start, outside.look_back_starts, option,
+        self.task_family, option.replace("-", "_"),
+    )  # fmt: skip
     return [*tasks, outside]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -29,10 +30,23 @@ def repo_file(value: str) -> Path:
 
 class paths(luigi.Config):  # noqa: N801 - section names are luigi.cfg's
     root = luigi.Parameter(default="data", description="Data root; relative paths are taken from the repo")
+    leftover_hours = luigi.FloatParameter(
+        default=24.0, description="temporaries of killed runs older than this are removed by the next command"
+    )
 
     def root_path(self) -> Path:
         root = Path(os.path.expanduser(self.root))
         return root if root.is_absolute() else REPO_CONFIG.parent / root
+
+
+class plausible_dates(luigi.Config):  # noqa: N801
+    """The dates, hours and windows a command line may name (jobs/pipeline/parameters.py)."""
+
+    first = luigi.DateParameter(default=dt.date(2000, 1, 1), description="no earlier date is taken")
+    days_ahead = luigi.IntParameter(default=2, description="nor one later than today (UTC) plus this")
+
+    def span(self) -> tuple[dt.date, dt.date]:
+        return self.first, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=self.days_ahead)
 
 
 class stdf(luigi.Config):  # noqa: N801
@@ -55,6 +69,7 @@ class versions(luigi.Config):  # noqa: N801
     validate = luigi.IntParameter(default=1)
     deploy = luigi.IntParameter(default=1)
     score = luigi.IntParameter(default=1)
+    report = luigi.IntParameter(default=1)
     daily = luigi.IntParameter(default=1)
     fab_hour = luigi.IntParameter(default=1)
     reference = luigi.IntParameter(default=1)
@@ -139,6 +154,9 @@ class yield_model_settings(luigi.Config):  # noqa: N801
         default=16000, description="rows each tree is grown on: a count above 1, a share up to 1, 0: all"
     )
     n_jobs = luigi.IntParameter(default=2)
+    group_readable = luigi.BoolParameter(
+        default=False, description="model folders and the registry readable by the group, whatever the umask"
+    )
 
 
 class quality_gate(luigi.Config):  # noqa: N801

@@ -21,6 +21,7 @@ import luigi
 from jobs import __version__
 from jobs.files import read_json, staged_folder, write_json
 from jobs.pipeline import locks
+from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter, inside_root
 from jobs.pipeline.settings import paths, versions
 
 # Every versioned stage class, by version key, in definition order: the order of the numbers in
@@ -111,7 +112,7 @@ class StageTask(Versioned, luigi.Task):
         raise NotImplementedError
 
     def folder(self) -> Path:
-        return self.stage_root() / self.partition()
+        return inside_root(self.stage_root() / self.partition())
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.folder() / self.manifest_name))
@@ -156,8 +157,8 @@ class StageTask(Versioned, luigi.Task):
 class FabDayStage(StageTask):
     """A stage of one fab's day: `{stage folder}/{tag}/date=D/fab=F/`."""
 
-    fab = luigi.Parameter()
-    date = luigi.DateParameter()
+    fab = FabParameter()  # of any workflow's list; the workflow's own fabs are the ones it asks for
+    date = PlausibleDateParameter()
 
     def partition(self) -> str:
         return f"date={self.date:%Y-%m-%d}/fab={self.fab}"

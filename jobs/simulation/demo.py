@@ -1,11 +1,13 @@
-"""The demo behind scripts/demo: a simulated week of the test floor through both workflows.
+"""The demo behind scripts/demo: a simulated week of the test floor through all three workflows.
 
-Simulates three fabs for a week (with a corrupted file, a resent file and a fab offline for a
-day), runs `RangeDaily --of WaferYieldDaily` over it with the local scheduler and prints what
-was decided each day and why; then fills the feature store for the week's last day with
-`RangeHourly --of FabMergeHourly` and prints one line per hour; last it renders the run history
-(`scripts/dashboard`). Data lives under the repo's `data/` (or --root); a second run reuses
-everything that exists.
+Simulates three fabs for a week (a corrupted file, a resent file, a fab offline for a day, and
+on the last day a file with impossible values), runs `RangeDaily --of WaferYieldDaily` over it
+with the local scheduler and prints what was decided each day and why; fills the feature store
+for the last day with `RangeHourly --of FabMergeHourly` (one line per hour); runs the quality
+monitor over the last day (`RangeByMinutes --of QualityMonitor`), which quarantines the bad
+file; renders the run history (`scripts/dashboard`) and prints what to open next. Data lives
+under the repo's `data/` (or --root); a second run reuses everything that exists. `--days` and
+`--wafers` make a smaller floor (the README test builds one with `--wafers 1`).
 """
 
 from __future__ import annotations
@@ -18,26 +20,32 @@ from pathlib import Path
 
 import luigi
 import luigi.configuration
-from luigi.tools.range import RangeDaily, RangeHourly
+from luigi.tools.range import RangeByMinutes, RangeDaily, RangeHourly
 
 from jobs.fab_merge import FabMergeHourly
 from jobs.files import read_json
 from jobs.ops.alerts import alerts_file
 from jobs.ops.dashboard import render as render_dashboard
+from jobs.ops.quarantine import held
 from jobs.pipeline.landing import is_ready
 from jobs.pipeline.settings import merge as merge_settings
-from jobs.pipeline.settings import paths, wafer_yield
+from jobs.pipeline.settings import paths, quality_monitor, wafer_yield
 from jobs.pipeline.stages import stage_dir
+from jobs.quality_monitor import QualityMonitor
 from jobs.simulation.simulate import main as simulate_main
-from jobs.wafer_yield import WaferYieldDaily
+from jobs.wafer_yield import WaferYieldDaily, YieldReport
 
 FIRST_DAY = dt.date(2026, 11, 14)
 DAYS = 7
 
 
-def faults(first: dt.date) -> str:
-    day = [f"{first + dt.timedelta(days=i):%Y-%m-%d}" for i in range(DAYS)]
-    return f"corrupted:fab1:{day[2]},duplicated:fab3:{day[3]},offline:fab2:{day[4]}"
+def faults(first: dt.date, days: int) -> str:
+    """The week's faults (those whose day the floor has), and a file with impossible values on
+    the last day for the quality monitor to quarantine."""
+    kinds = {2: "corrupted:fab1", 3: "duplicated:fab3", 4: "offline:fab2", days - 1: "outlier:fab1"}
+    return ",".join(
+        f"{kind}:{first + dt.timedelta(days=i):%Y-%m-%d}" for i, kind in kinds.items() if i < days
+    )
 
 
 def simulated(first: dt.date, days: int) -> bool:
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=dt.date.fromisoformat, default=FIRST_DAY, help="first day")
     parser.add_argument("--days", type=int, default=DAYS)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--wafers", type=int, help="wafers per lot (default: the simulator's demo scale, 7)")
     args = parser.parse_args(argv)
     if args.root:
         luigi.configuration.get_config().set("paths", "root", str(Path(args.root).resolve()))
@@ -64,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulating {args.start}..{last} for {wafer_yield().fabs} into {root}/landing ...")
         simulate_main(
             ["--root", str(root), "--start", f"{args.start}", "--days", str(args.days),
-             "--fabs", wafer_yield().fabs, "--faults", faults(args.start)]
+             "--fabs", wafer_yield().fabs, "--faults", faults(args.start, args.days),
+             *(["--wafers", str(args.wafers)] if args.wafers else [])]
         )  # fmt: skip
 
     started = time.perf_counter()
@@ -85,10 +95,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfab merge of {last}, hour by hour: {time.perf_counter() - started:.1f} s "
           f"({'ok' if merged else 'FAILED'})\n")  # fmt: skip
     summarize_hours([first_hour + dt.timedelta(hours=h) for h in range(24)])
+
+    started = time.perf_counter()
+    windows = RangeByMinutes(
+        of=QualityMonitor, start=first_hour, stop=first_hour + dt.timedelta(days=1), param_name="window",
+        minutes_interval=quality_monitor().window_minutes,
+    )  # fmt: skip
+    watched = luigi.build([windows], local_scheduler=True, workers=args.workers, log_level="WARNING")
+    print(f"\nquality monitor over {last}, window by window: {time.perf_counter() - started:.1f} s "
+          f"({'ok' if watched else 'FAILED'})\n")  # fmt: skip
+    summarize_windows(last)
     page = render_dashboard(root)[-1]
-    print(f"\noutputs under {root}; feature store in {stage_dir('feature_store')}; alerts in {alerts_file()}")
-    print(f"run history: {page} (scripts/dashboard)")
-    return 0 if ok and merged else 1
+    print_next(root, last, page)
+    return 0 if ok and merged and watched else 1
+
+
+def print_next(root: Path, last: dt.date, page: Path) -> None:
+    """What to open next (the README's "After the demo" says more about each)."""
+    summary = WaferYieldDaily(date=last).output().path
+    day = f"date={last:%Y-%m-%d}"
+    print(f"""
+outputs under {root}; alerts in {alerts_file()}. Open next (source .venv/bin/activate first):
+  the day's summary      {summary}
+  the yield report       {YieldReport(date=last).folder() / "index.html"}
+  predictions, wafers    {stage_dir("score")}/{day}/
+  the feature store      {stage_dir("feature_store")}/
+  the quality monitor    {stage_dir("monitor")}/{day}/window=*/report.html ; scripts/quarantine list
+  the run history        {page} (scripts/dashboard)
+  the visualizer         scripts/luigid start, then http://127.0.0.1:8082/static/visualiser/index.html""")
 
 
 def summarize(days: list[dt.date]) -> None:
@@ -118,6 +152,19 @@ def summarize(days: list[dt.date]) -> None:
             )
         for note in notes:
             print(f"{'':12}{note}")
+
+
+def summarize_windows(day: dt.date) -> None:
+    """How many windows and files the monitor checked, and what it set aside."""
+    reports = sorted((stage_dir("monitor") / f"date={day:%Y-%m-%d}").glob("window=*/manifest.json"))
+    checked = [read_json(p) for p in reports]
+    files = sum(m.get("files", 0) for m in checked)
+    print(f"{len(checked)} windows, {files} files checked")
+    for entry in held():  # quarantine/{workflow}/{fab}/{date}/NAME
+        path = Path(entry["file"])
+        if path.parent.name == f"{day:%Y-%m-%d}" and path.parents[2].name == "quality_monitor":
+            why = "; ".join(f"{c['name']}: {c['message']}" for c in entry.get("checks", []))
+            print(f"{'':12}quarantined {path.name}: {why}")
 
 
 def summarize_hours(hours: list[dt.datetime]) -> None:

@@ -4,10 +4,7 @@ written whole or not at all (`convert_stdf`), with the salvage of truncated file
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import queue
-import shutil
 import tempfile
 import threading
 import time
@@ -18,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.files import folder_mode, replace_dir
+from jobs.files import json_text, remove_leftovers, staged_folder
 
 from .engines import EngineError, read_batches
 from .normalize import (
@@ -337,11 +334,9 @@ def convert_stdf(
     path, outdir = Path(path), Path(outdir)
     if not path.is_file():
         raise StdfReadError(path, "no such file")
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_work(outdir)
-    work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
-    sink = _ParquetSink(work / "results.parquet", compression)
-    try:
+    remove_leftovers(outdir.parent, STALE_WORK_SECONDS, prefix=f".{outdir.name}.")
+    with staged_folder(outdir) as work:
+        sink = _ParquetSink(work / "results.parquet", compression)
         digest = (lambda: sha256) if sha256 else _sha256_in_background(path)  # known: not hashed again
         try:
             parts, tests, bins, facts = normalize_file(
@@ -369,23 +364,11 @@ def convert_stdf(
             "versions": _library_versions(),
             **(lineage or {}),
         }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(work, folder_mode())
-        replace_dir(work, outdir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        (work / "manifest.json").write_text(json_text(manifest))
     return manifest
 
 
 STALE_WORK_SECONDS = 6 * 3600  # no conversion takes this long: an older work folder was abandoned
-
-
-def _remove_stale_work(outdir: Path) -> None:
-    """Remove work folders that killed conversions of `outdir` left behind."""
-    for old in outdir.parent.glob(f".{outdir.name}.tmp-*"):
-        if time.time() - old.stat().st_mtime > STALE_WORK_SECONDS:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _library_versions() -> dict:
