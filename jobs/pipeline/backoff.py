@@ -19,23 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import luigi
 import tenacity
 
+from jobs.pipeline.settings import backoff
 from jobs.stdf.source import share_failure
 
 logger = logging.getLogger("luigi-interface")
 T = TypeVar("T")
-
-
-class backoff(luigi.Config):  # noqa: N801 - the luigi.cfg section
-    attempts = luigi.IntParameter(default=6, description="tries of a transient operation, the first included")
-    initial_seconds = luigi.FloatParameter(default=2.0, description="the first wait; each next one doubles")
-    max_seconds = luigi.FloatParameter(default=60.0, description="the longest single wait")
-    jitter_seconds = luigi.FloatParameter(default=1.0, description="random extra on each wait, up to this")
-    settle_seconds = luigi.FloatParameter(
-        default=30.0, description="a landed file modified less than this ago may still be being written"
-    )
 
 
 class TransientError(Exception):

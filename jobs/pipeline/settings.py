@@ -58,6 +58,16 @@ class stdf(luigi.Config):  # noqa: N801
     max_unknown_share = luigi.FloatParameter(default=0.5)
 
 
+class backoff(luigi.Config):  # noqa: N801 - the luigi.cfg section
+    attempts = luigi.IntParameter(default=6, description="tries of a transient operation, the first included")
+    initial_seconds = luigi.FloatParameter(default=2.0, description="the first wait; each next one doubles")
+    max_seconds = luigi.FloatParameter(default=60.0, description="the longest single wait")
+    jitter_seconds = luigi.FloatParameter(default=1.0, description="random extra on each wait, up to this")
+    settle_seconds = luigi.FloatParameter(
+        default=30.0, description="a landed file modified less than this ago may still be being written"
+    )
+
+
 class versions(luigi.Config):  # noqa: N801
     """Stage versions; see jobs/pipeline/stages.py for how they appear in output paths."""
 
