@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jobs.files import atomic_path, write_json
 from jobs.simulation.faults import FAULT_GRAMMAR, FAULT_KINDS, Fault
 
 TRUTH_COLUMNS = ("lot_id", "wafer_id", "x_coord", "y_coord", "p_fail_true", "ft_failed")
@@ -41,10 +41,8 @@ def write_truth(path: Path, truth: dict[str, np.ndarray]) -> None:
             ("x_coord", "ascending"),
         ]
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, compression="zstd")
 
 
 def fault_entry(root: Path, fab: str, day: dt.date, fault: Fault, path: Path | None, **detail: Any) -> dict:
@@ -119,7 +117,7 @@ def update_oracle(root: Path, days: Iterable[dt.date]) -> dict[str, Any]:
         "(truth/{fab}/{day}.parquet); per fab under 'fabs'",
         "days": dict(sorted(by_day.items())),
     }
-    _write_json(path, oracle)
+    write_json(path, oracle)
     return oracle
 
 
@@ -129,15 +127,8 @@ def update_faults(root: Path, simulated: set[tuple[str, str]], entries: list[dic
     old = json.loads(path.read_text())["faults"] if path.exists() else []
     kept = [e for e in old if (e["fab"], e["date"]) not in simulated]
     faults = sorted(kept + entries, key=lambda e: (e["date"], e["fab"], e["kind"], e.get("file") or ""))
-    _write_json(path, {"grammar": FAULT_GRAMMAR, "faults": faults})
+    write_json(path, {"grammar": FAULT_GRAMMAR, "faults": faults})
     return faults
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def write_truth_readme(root: Path, faults: list[dict]) -> None:
