@@ -106,16 +106,42 @@ def _color(name: str) -> str:
     return palette[index]
 
 
-def plot_runs_per_day(daily: pd.DataFrame, window: Window | None = None) -> Figure:
-    figure, axes = pages.figure("Task runs and success rate per day")
+def _per_day_chart(
+    title: str,
+    table: pd.DataFrame,
+    bars: Callable[[Axes, pd.DataFrame], None],
+    window: Window | None,
+    *,
+    empty: str,
+    ylabel: str,
+    xlabel: str,
+) -> tuple[Figure, Axes | None]:
+    """A chart of `table` (rows: days) drawn by `bars` on a day axis across `window`, and its axes
+    for the caller's legend; an empty table gives the figure saying `empty`, and no axes."""
+    figure, axes = pages.figure(title)
     ax = axes[0][0]
-    if daily.empty:
-        pages.no_data(ax, "no task runs recorded in this window")
+    if table.empty:
+        pages.no_data(ax, empty)
+        return figure, None
+    bars(ax, table)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel)
+    _day_axis(ax, table.index, window)
+    return figure, ax
+
+
+def plot_runs_per_day(daily: pd.DataFrame, window: Window | None = None) -> Figure:
+    figure, ax = _per_day_chart(
+        "Task runs and success rate per day",
+        daily,
+        lambda ax, table: _stacked_days(ax, table, STATUS_COLORS),
+        window,
+        empty="no task runs recorded in this window",
+        ylabel="task runs",
+        xlabel="day (UTC, of the run's start)",
+    )
+    if ax is None:
         return figure
-    _stacked_days(ax, daily, STATUS_COLORS)
-    ax.set_ylabel("task runs")
-    ax.set_xlabel("day (UTC, of the run's start)")
-    _day_axis(ax, daily.index, window)
     rate = ax.twinx()
     rate.plot(daily.index, 100 * daily["success_rate"], "o-", color="black", label="success rate")
     rate.set_ylim(0, 105)
@@ -210,17 +236,18 @@ def _outcome_bars(ax: Axes, by_workflow: pd.DataFrame) -> None:
 
 
 def plot_sla_violations(violations: pd.DataFrame, window: Window | None = None) -> Figure:
-    figure, axes = pages.figure("SLA violations per day")
-    ax = axes[0][0]
-    if violations.empty:
-        pages.no_data(ax, "no SLA misses in this window")
-        return figure
-    _grouped_days(ax, violations)
-    ax.set_ylabel("periods that missed their deadline")
-    ax.set_xlabel("day of the deadline (UTC)")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    _day_axis(ax, violations.index, window)
-    pages.legend_beside(ax, title="workflow")
+    figure, ax = _per_day_chart(
+        "SLA violations per day",
+        violations,
+        _grouped_days,
+        window,
+        empty="no SLA misses in this window",
+        ylabel="periods that missed their deadline",
+        xlabel="day of the deadline (UTC)",
+    )
+    if ax is not None:
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        pages.legend_beside(ax, title="workflow")
     return figure
 
 
@@ -305,16 +332,17 @@ def plot_model_auc(auc: pd.DataFrame) -> Figure:
 
 
 def plot_alerts_per_day(per_day: pd.DataFrame, window: Window | None = None) -> Figure:
-    figure, axes = pages.figure("Alerts per day by severity")
-    ax = axes[0][0]
-    if per_day.empty:
-        pages.no_data(ax, "no alerts in this window")
-        return figure
-    _stacked_days(ax, per_day, SEVERITY_COLORS)
-    ax.set_ylabel("alerts")
-    ax.set_xlabel("day (UTC)")
-    _day_axis(ax, per_day.index, window)
-    pages.legend_beside(ax, title="severity")
+    figure, ax = _per_day_chart(
+        "Alerts per day by severity",
+        per_day,
+        lambda ax, table: _stacked_days(ax, table, SEVERITY_COLORS),
+        window,
+        empty="no alerts in this window",
+        ylabel="alerts",
+        xlabel="day (UTC)",
+    )
+    if ax is not None:
+        pages.legend_beside(ax, title="severity")
     return figure
 
 
