@@ -23,7 +23,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 from jobs.domain import pages
 from jobs.ops import dashboard
-from jobs.ops.dashboard import (
+from jobs.ops.dashboard_tables import (
     Summary,
     alerts_frame,
     alerts_per_day,
