@@ -117,4 +117,4 @@ def first_record_defaults(kind: str, row: dict) -> CatalogueEntry:
         hi = None if opt_byte & 0xA0 else hi
         scal = None if opt_byte & 0x01 else scal
     return CatalogueEntry(kind=kind, name=row.get("TEST_TXT") or "", units=row.get("UNITS") or None,
-                 lo_limit=lo, hi_limit=hi, res_scal=scal)  # fmt: skip
+                          lo_limit=lo, hi_limit=hi, res_scal=scal)  # fmt: skip
