@@ -15,7 +15,7 @@ from jobs.domain import features as feat
 from jobs.simulation.floor import neighbour_fail_share
 from jobs.simulation.simulate import main as simulate
 from jobs.stdf import convert_stdf
-from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
+from jobs.stdf.tables import PARTS_SCHEMA, RESULTS_SCHEMA
 
 GRID = [(x, y) for y in (1, 0, -1) for x in (-1, 0, 1)]  # a 3x3 wafer, centre (0, 0)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from jobs.stdf.normalize import _first_record_defaults, blank_to_null, cumcount, decode_flags, flag_bytes
+from jobs.stdf.catalogue import first_record_defaults
+from jobs.stdf.columns import blank_to_null, cumcount, decode_flags, flag_bytes
 
 
 def test_flag_bytes_reads_one_byte_per_value_and_zero_for_missing() -> None:
@@ -34,13 +35,13 @@ def test_cumcount_counts_earlier_rows_with_the_same_key() -> None:
 
 def test_first_record_defaults_honour_opt_flag() -> None:
     row = {"TEST_TXT": "IDD", "LO_LIMIT": -1.0, "HI_LIMIT": 1.0, "UNITS": "A", "RES_SCAL": 3}
-    both = _first_record_defaults("PTR", {**row, "OPT_FLAG": b"\x02"})
+    both = first_record_defaults("PTR", {**row, "OPT_FLAG": b"\x02"})
     assert (both.lo_limit, both.hi_limit, both.res_scal) == (-1.0, 1.0, 3)
-    no_low = _first_record_defaults("PTR", {**row, "OPT_FLAG": b"\x40"})  # bit 6: no low limit
+    no_low = first_record_defaults("PTR", {**row, "OPT_FLAG": b"\x40"})  # bit 6: no low limit
     assert (no_low.lo_limit, no_low.hi_limit) == (None, 1.0)
-    invalid_high = _first_record_defaults("PTR", {**row, "OPT_FLAG": b"\x21"})  # bits 5, 0
+    invalid_high = first_record_defaults("PTR", {**row, "OPT_FLAG": b"\x21"})  # bits 5, 0
     assert (invalid_high.hi_limit, invalid_high.res_scal) == (None, None)
-    short = _first_record_defaults("PTR", {"TEST_TXT": "IDD", "OPT_FLAG": None})  # record cut short
+    short = first_record_defaults("PTR", {"TEST_TXT": "IDD", "OPT_FLAG": None})  # record cut short
     assert (short.lo_limit, short.hi_limit, short.units) == (None, None, None)
 
 

@@ -359,14 +359,14 @@ def test_part_walker_mistakes_never_reach_the_tables(shared_stdf, monkeypatch, m
     """The arrow engine places results by the PIRs and PRRs it finds between the PTRs; when it
     cannot account for the bytes it hands over to the parser's own, and when its findings are
     wrong the file is normalized again: either way the tables are those of the reference."""
-    from jobs.stdf import normalize
+    from jobs.stdf import walker
 
     path = shared_stdf / "metis_d10_2site.std"
     reference = read_stdf(path, engine="pystdf")
     if mistake == "gives up":  # headers read in the wrong byte order never add up
-        monkeypatch.setattr(normalize.PartWalker, "__init__", _walker_in_wrong_order(normalize.PartWalker))
+        monkeypatch.setattr(walker.PartWalker, "__init__", _walker_in_wrong_order(walker.PartWalker))
     else:  # PIRs taken for PRRs and back: parts placed wrongly, caught by the final check
-        monkeypatch.setattr(normalize, "PART_MARKS", {(5, 10): "PRR", (5, 20): "PIR"})
+        monkeypatch.setattr(walker, "PART_MARKS", {(5, 10): "PRR", (5, 20): "PIR"})
     arrow = read_stdf(path, engine="arrow")
     for table in TABLES:
         assert canonical(getattr(arrow, table)).equals(canonical(getattr(reference, table))), table

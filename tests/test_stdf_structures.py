@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobs.stdf import TABLES, StdfReadError, read_stdf
-from jobs.stdf.normalize import Plausibility
+from jobs.stdf.plausibility import Plausibility
 from jobs.stdf.writer import StdfWriter, encode_record, record_offsets
 from tests.helpers import canonical
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from jobs.domain.dies import DIE_KEY, last_tests
 from jobs.domain.part_text import parse_part_txt
 from jobs.domain.robust import robust_centre
-from jobs.stdf.normalize import PARTS_SCHEMA, RESULTS_SCHEMA
+from jobs.stdf.tables import PARTS_SCHEMA, RESULTS_SCHEMA
 
 FEATURE_KEY = DIE_KEY  # a feature row is one die
 WAFER_KEY = ["lot_id", "wafer_id"]

@@ -23,7 +23,7 @@ from jobs.pipeline.landing import still_landed
 from jobs.pipeline.settings import paths, stdf
 from jobs.pipeline.stages import Versioned
 from jobs.stdf import convert_stdf
-from jobs.stdf.normalize import Plausibility
+from jobs.stdf.plausibility import Plausibility
 from jobs.stdf.source import StdfReadError, stored_stream_size
 
 _cache_lock = threading.Lock()

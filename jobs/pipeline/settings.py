@@ -53,7 +53,7 @@ class stdf(luigi.Config):  # noqa: N801
     engine = luigi.ChoiceParameter(choices=["arrow", "pystdf"], default="arrow")
     batch_size = luigi.IntParameter(default=0)
     compression = luigi.Parameter(default="zstd")
-    # implausible content is refused as unreadable (jobs/stdf/normalize.py Plausibility)
+    # implausible content is refused as unreadable (jobs/stdf/plausibility.py Plausibility)
     max_bytes_without_parts = luigi.IntParameter(default=64 << 20)
     max_unknown_share = luigi.FloatParameter(default=0.5)
 

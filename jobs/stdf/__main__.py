@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import ENGINES, StdfReadError, convert_stdf
-from .normalize import Plausibility
+from .plausibility import Plausibility
 
 
 def _parser() -> argparse.ArgumentParser:

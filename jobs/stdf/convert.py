@@ -18,15 +18,8 @@ import pyarrow as pa
 from jobs.files import json_text, remove_leftovers, staged_folder
 
 from .engines import EngineError, read_batches
-from .normalize import (
-    RESULTS_SCHEMA,
-    ImplausibleContentError,
-    MispredictionError,
-    Normalizer,
-    PartWalker,
-    Plausibility,
-    StructureError,
-)
+from .normalize import Normalizer
+from .plausibility import ImplausibleContentError, Plausibility, StructureError
 from .source import (
     StdfReadError,
     StreamWindow,
@@ -36,6 +29,8 @@ from .source import (
     walk_records,
     write_prefix,
 )
+from .tables import RESULTS_SCHEMA
+from .walker import MispredictionError, PartWalker
 
 TABLES = ("parts", "results", "tests", "bins")
 DEFAULT_BATCH_SIZE = 0  # 0: ARROW_BATCH_SIZE for the arrow engine, else chosen per file by auto_batch_size()

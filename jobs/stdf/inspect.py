@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .convert import normalize_file
-from .normalize import Plausibility
+from .plausibility import Plausibility
 from .records import KNOWN_RECORD_TYPES
 from .source import StdfReadError, compression_of, open_stream, sniff_byte_order
 
