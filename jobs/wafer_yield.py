@@ -212,12 +212,7 @@ class QualityGate(DailyStage):
             manifest.update(passed=report["passed"], failed=report["failed"], warnings=report["warnings"])
             manifest.update(fabs=present, offline_fabs=offline)
         if not report["passed"]:
-            # what went wrong, not the check's name: "day: data present failed (0 die tests ...)"
-            failed = "; ".join(
-                f"{c['name']} failed ({c['message']})"
-                for c in report["checks"]
-                if c["name"] in report["failed"]
-            )
+            failed = quality.failures(report)
             alert(
                 WORKFLOW,
                 self.task_id,
@@ -266,18 +261,9 @@ def labels_landed(first: dt.date, last: dt.date) -> pd.DataFrame:
             if path.exists():
                 frames.append(pd.read_parquet(path))
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in LABEL_TYPES.items()})
+        return feats.empty_labels()
     # a unit resent on a later day counts once, with its latest result
     return pd.concat(frames, ignore_index=True).drop_duplicates(feats.FEATURE_KEY, keep="last")
-
-
-LABEL_TYPES = {
-    "lot_id": "str",
-    "wafer_id": "str",
-    "x_coord": "int16",
-    "y_coord": "int16",
-    "ft_failed": "boolean",
-}
 
 
 def labelled_days(days: list[dt.date], known_by: dt.date) -> pd.DataFrame:
@@ -289,19 +275,6 @@ def labelled_days(days: list[dt.date], known_by: dt.date) -> pd.DataFrame:
 
 
 # --- model -----------------------------------------------------------------------------------------
-
-
-def model_params() -> yield_model.ModelParams:
-    settings = yield_model_settings()
-    return yield_model.ModelParams(
-        seed=settings.seed,
-        k_tests=settings.top_tests,
-        n_estimators=settings.n_estimators,
-        max_depth=settings.max_depth or None,
-        min_samples_leaf=settings.min_samples_leaf,
-        max_samples=settings.max_samples or None,
-        n_jobs=settings.n_jobs,
-    )
 
 
 def registry() -> Path:
@@ -354,7 +327,7 @@ class Train(DailyStage):
         train, train_days = plan["train"], plan["train_days"]
         self.set_status_message(f"training on {len(train)} dies of {len(train_days)} days")
         self.set_progress_percentage(20)
-        params = model_params()
+        params = yield_model_settings().model_params()
         selected = yield_model.select_tests(train, params.k_tests, seed=params.seed)
         candidate = yield_model.train_model(train, yield_model.model_features(selected), params)
         with self.publish() as (work, manifest):
@@ -449,11 +422,7 @@ class Validate(DailyStage):
         if not days:
             return {"days": 0}
         labels = labels_landed(days[0] + dt.timedelta(days=1), self.date)
-        per_day = {
-            str(d): yield_model.score_predictions(pd.read_parquet(predictions_path(d)), labels) for d in days
-        }
-        aucs = [m["auc"] for m in per_day.values() if m.get("auc") is not None]
-        return {"days": len(per_day), "mean_auc": sum(aucs) / len(aucs) if aucs else None, "per_day": per_day}
+        return yield_model.backtest({str(d): pd.read_parquet(predictions_path(d)) for d in days}, labels)
 
 
 class Deploy(DailyStage):
@@ -550,21 +519,14 @@ class Score(DailyStage):
             return
         self.set_status_message(f"scoring with the model of {production.get('date')}")
         model = yield_model.load_model(Path(production["folder"]))
-        dies = read_features(self.date)
-        scored = dies.assign(p_fail=model.predict_proba(dies))
-        wafers = yield_model.wafer_forecast(scored)
         floor = wafer_yield().min_forecast_yield
-        low = wafers[wafers["forecast_yield"] < floor]
+        predictions, wafers, low = yield_model.score_day(model, read_features(self.date), floor)
         with self.publish() as (work, manifest):
-            keep = [*feats.FEATURE_KEY, "fab", "ws_passed", "p_fail"]
-            scored.loc[scored["ws_passed"], keep].to_parquet(work / "predictions.parquet", index=False)
+            predictions.to_parquet(work / "predictions.parquet", index=False)
             wafers.to_parquet(work / "wafers.parquet", index=False)
             manifest.update(status="scored", model=production, fabs=present, offline_fabs=offline)
-            manifest.update(rows={"dies": int(scored["ws_passed"].sum()), "wafers": len(wafers)})
-            manifest["low_yield_wafers"] = low[["fab", "lot_id", "wafer_id", "forecast_yield"]].to_dict(
-                "records"
-            )
-        if len(low):
+            manifest.update(rows={"dies": len(predictions), "wafers": len(wafers)}, low_yield_wafers=low)
+        if low:
             message = f"{len(low)} wafer(s) forecast below {floor:.0%} yield on {self.date}"
             alert(
                 WORKFLOW,
@@ -649,26 +611,13 @@ def scored_dies(date: dt.date) -> pd.DataFrame | None:
 
 
 def day_tables(date: dt.date, key_tests: list[str]) -> tuple[pd.DataFrame, ...]:
-    """The wafer-sort parts of a day with a fab present, the results the report reads (failed ones
-    and the key tests'), and the bin and test tables of its wafer-sort files; parts and results
-    with `fab`."""
-    parts, results, bins, tests = [], [], [], []
-    wanted = [[("failed", "==", True)], *([[("test_txt", "in", key_tests)]] if key_tests else [])]
+    """The report's tables of a day's fabs present (see `views.read_day`)."""
+    folders = {}
     for fab in present_fabs(date)[0]:
-        folder = IngestFab(fab=fab, date=date).folder()
-        parts.append(pd.read_parquet(folder / "dies.parquet").assign(fab=fab))
-        columns = ["part_key", "kind", "test_num", "test_txt", "result", "failed"]
-        results.append(
-            pd.read_parquet(folder / "results.parquet", columns=columns, filters=wanted).assign(fab=fab)
-        )
-        files = read_json(folder / "manifest.json")["files"]
-        for converted in (converted_folder(f["sha256"]) for f in files if f["flow"] == "wafer_sort"):
-            bins.append(pd.read_parquet(converted / "bins.parquet"))
-            tests.append(pd.read_parquet(converted / "tests.parquet"))
-    return tuple(
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        for frames in (parts, results, bins, tests)
-    )
+        ingest = IngestFab(fab=fab, date=date).folder()
+        files = read_json(ingest / "manifest.json")["files"]
+        folders[fab] = (ingest, [converted_folder(f["sha256"]) for f in files if f["flow"] == "wafer_sort"])
+    return views.read_day(folders, key_tests)
 
 
 class WaferYieldDaily(DailyStage):

@@ -272,6 +272,20 @@ def _die_named(text: object) -> tuple[str, str, int, int] | tuple[None, None, No
         return (None,) * 4
 
 
+LABEL_TYPES = {
+    "lot_id": "str",
+    "wafer_id": "str",
+    "x_coord": "int16",
+    "y_coord": "int16",
+    "ft_failed": "boolean",
+}
+
+
+def empty_labels() -> pd.DataFrame:
+    """Labels with no rows (no final test landed yet), typed as `final_test_labels` gives them."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in LABEL_TYPES.items()})
+
+
 def join_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Features with `ft_failed` (pandas boolean; null: no final-test result for the die yet)."""
     joined = features.merge(

@@ -330,6 +330,26 @@ def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[s
     return out | {"labelled_share": len(joined) / len(scored) if len(scored) else None}
 
 
+def backtest(predictions: dict[str, pd.DataFrame], labels: pd.DataFrame) -> dict[str, Any]:
+    """How each day's stored predictions fared against the labels known now, and the mean AUC."""
+    per_day = {day: score_predictions(frame, labels) for day, frame in predictions.items()}
+    aucs = [m["auc"] for m in per_day.values() if m.get("auc") is not None]
+    return {"days": len(per_day), "mean_auc": sum(aucs) / len(aucs) if aucs else None, "per_day": per_day}
+
+
+def score_day(
+    model: YieldModel, dies: pd.DataFrame, min_forecast_yield: float
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """(p_fail of every wafer-sort-passing die, each wafer's forecast, the wafers forecast below
+    `min_forecast_yield` as records) of a day's features."""
+    scored = dies.assign(p_fail=model.predict_proba(dies))
+    wafers = wafer_forecast(scored)
+    low = wafers[wafers["forecast_yield"] < min_forecast_yield]
+    keep = [*FEATURE_KEY, "fab", "ws_passed", "p_fail"]
+    predictions = scored.loc[scored["ws_passed"], keep].reset_index(drop=True)
+    return predictions, wafers, low[["fab", "lot_id", "wafer_id", "forecast_yield"]].to_dict("records")
+
+
 def wafer_forecast(scored: pd.DataFrame) -> pd.DataFrame:
     """Per wafer (fab, lot_id, wafer_id): dies, ws_passed dies, ws_yield, the expected final-test
     yield of the wafer-sort-good dies mean(1 - p_fail), expected good dies sum(1 - p_fail), and the

@@ -211,6 +211,12 @@ def gate(fabs: dict[str, dict[str, Any]], limits: Thresholds) -> dict[str, Any]:
     return report(checks)
 
 
+def failures(report: dict[str, Any]) -> str:
+    """What went wrong, not only the checks' names: "day: data present failed (0 die tests ...)"."""
+    failed = [c for c in report["checks"] if c["name"] in report["failed"]]
+    return "; ".join(f"{c['name']} failed ({c['message']})" for c in failed)
+
+
 def report(checks: Iterable[Check]) -> dict[str, Any]:
     checks = list(checks)
     failed = [c.name for c in checks if not c.passed and c.severity == "error"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -316,4 +317,27 @@ def retest_recovery(dies: pd.DataFrame, names: Mapping[int, BinInfo] | None = No
     table.insert(1, "name", [names[b].name if b in names else "" for b in table["bin"]])
     return table.sort_values(
         ["recovered", "failed", "bin"], ascending=[False, False, True], ignore_index=True
+    )
+
+
+def read_day(
+    folders: Mapping[str, tuple[Path, Sequence[Path]]], key_tests: Sequence[str]
+) -> tuple[pd.DataFrame, ...]:
+    """(parts, results, bins, tests) of a day: per fab, its ingest folder and its wafer-sort
+    conversions. Parts and results gain `fab`; only the results the report reads (failed ones and
+    the key tests') are read."""
+    parts, results, bins, tests = [], [], [], []
+    wanted = [[("failed", "==", True)], *([[("test_txt", "in", list(key_tests))]] if key_tests else [])]
+    columns = ["part_key", "kind", "test_num", "test_txt", "result", "failed"]
+    for fab, (ingest, conversions) in folders.items():
+        parts.append(pd.read_parquet(ingest / "dies.parquet").assign(fab=fab))
+        results.append(
+            pd.read_parquet(ingest / "results.parquet", columns=columns, filters=wanted).assign(fab=fab)
+        )
+        for converted in conversions:
+            bins.append(pd.read_parquet(converted / "bins.parquet"))
+            tests.append(pd.read_parquet(converted / "tests.parquet"))
+    return tuple(
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        for frames in (parts, results, bins, tests)
     )

@@ -9,6 +9,8 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 
+from jobs.domain.model import ModelParams
+
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "luigi.cfg"
 
 # Luigi reads ./luigi.cfg from the working directory; make the repo's file apply from anywhere
@@ -164,6 +166,19 @@ class yield_model_settings(luigi.Config):  # noqa: N801
         default=16000, description="rows each tree is grown on: a count above 1, a share up to 1, 0: all"
     )
     n_jobs = luigi.IntParameter(default=2)
+
+    def model_params(self) -> ModelParams:
+        """These settings as the model's training parameters."""
+        return ModelParams(
+            seed=self.seed,
+            k_tests=self.top_tests,
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth or None,
+            min_samples_leaf=self.min_samples_leaf,
+            max_samples=self.max_samples or None,
+            n_jobs=self.n_jobs,
+        )
+
     group_readable = luigi.BoolParameter(
         default=False, description="model folders and the registry readable by the group, whatever the umask"
     )
