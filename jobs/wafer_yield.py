@@ -144,9 +144,11 @@ class IngestFab(DailyStage):
         conversions = yield from landed_conversions(files)  # in parallel, once per content
         landed = [(c.path, c.manifest) for c in conversions]
         readable, quarantined = damaged.sort_landed(WORKFLOW, self.task_id, self.fab, landed)
-        self.set_status_message(f"combining {len(readable)} conversions")
-        with self.publish(inputs=[f for f, _ in readable]) as (work, manifest):
-            manifest.update(status="ok", **ingest.combine_day(readable, path_of, work))
+        kept = {path for path, _ in readable}
+        readable_conversions = [c for c in conversions if c.path in kept]
+        self.set_status_message(f"combining {len(readable_conversions)} conversions")
+        with self.publish(inputs=sorted(kept)) as (work, manifest):
+            manifest.update(status="ok", **ingest.combine_day(readable_conversions, work))
             manifest["quarantined"] = quarantined
         self.set_progress_percentage(100)
 
@@ -163,11 +165,6 @@ class IngestFab(DailyStage):
             fab=self.fab,
             date=str(self.date),
         )
-
-
-def path_of(converted: dict[str, Any]) -> Path:
-    """The conversion folder of a ConvertFile manifest."""
-    return converted_folder(converted["input"]["sha256"])
 
 
 def read_ingest(fab: str, date: dt.date, tables: Iterable[str] = ("dies", "results")) -> dict[str, Any]:

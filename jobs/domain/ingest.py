@@ -4,31 +4,29 @@ the files (flows, jobs, parts, duplicates, truncations)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from jobs.domain import damage, features
+from jobs.domain.conversion import Conversion
 
 
-def combine_day(
-    readable: list[tuple[Path, dict]], folder_of: Callable[[dict[str, Any]], Path], work: Path
-) -> dict[str, Any]:
+def combine_day(readable: list[Conversion], work: Path) -> dict[str, Any]:
     """Write the day's wafer-sort dies/results and final-test units into `work`; return the
     manifest entries. A file resent under another name (same sha256) is read once: the copy
     that landed first counts, later ones are listed as duplicates."""
     seen: dict[str, str] = {}
     sort_folders, test_folders, files, duplicates = [], [], [], []
-    for path, converted in sorted(readable, key=lambda item: (item[0].stat().st_mtime_ns, item[0].name)):
-        sha = converted["input"]["sha256"]
+    for conversion in sorted(readable, key=lambda c: (c.path.stat().st_mtime_ns, c.path.name)):
+        path, converted, sha = conversion.path, conversion.manifest, conversion.sha256
         if sha in seen:
             duplicates.append({"file": path.name, "same_as": seen[sha], "sha256": sha})
             continue
         seen[sha] = path.name
         wafer_sort = bool(converted["file"]["wafers"])
-        (sort_folders if wafer_sort else test_folders).append(folder_of(converted))
+        (sort_folders if wafer_sort else test_folders).append(conversion.folder)
         files.append(
             {
                 "file": path.name,
