@@ -1,14 +1,18 @@
 """Helpers the tests share: the repo and shared/ paths, luigi.cfg values for a block, a free port,
-and readers that compare the STDF engines."""
+the run history read back (each task ran once), and readers that compare the STDF engines."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import luigi.configuration
+
+from jobs.ops.history import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,3 +95,20 @@ def luigi_settings(**sections: dict[str, object]) -> Iterator[None]:
                 config.add_section(section)
                 for key, value in values.items():
                     config.set(section, key, value)
+
+
+def runs(root: Path) -> list[dict]:
+    with contextlib.closing(connect(root / "history" / "runs.sqlite")) as con:  # schema made if new
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY id")]
+
+
+def assert_each_task_ran_once(root: Path) -> list[dict]:
+    """Every task that did work did it once (so never twice at the same time); no row is left
+    RUNNING (a task suspended for its dynamic dependencies is SUSPENDED until it runs again)."""
+    rows = runs(root)
+    assert {r["status"] for r in rows} <= {"DONE", "SKIPPED", "SUSPENDED"}, Counter(r["status"] for r in rows)
+    ran = Counter(r["task_id"] for r in rows if r["status"] == "DONE")
+    assert ran and set(ran.values()) == {1}, [t for t, n in ran.items() if n > 1]
+    assert {r["task_id"] for r in rows} == set(ran)  # every skipped or suspended task ran somewhere
+    return rows

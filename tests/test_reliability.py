@@ -9,27 +9,24 @@ history ({root}/history/runs.sqlite), the manifests and the model registry.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from jobs.ops.history import INVOCATION_ENV, connect
+from jobs.ops.history import INVOCATION_ENV
 from jobs.ops.luigid import server_args
 from jobs.pipeline import locks
 from jobs.simulation.simulate import main as simulate
 from jobs.wafer_yield import Deploy, WaferYieldDaily
-from tests.helpers import REPO, free_port, luigi_settings
+from tests.helpers import REPO, assert_each_task_ran_once, free_port, luigi_settings, runs
 
 FIRST = dt.date(2026, 11, 10)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range(3)]
@@ -53,23 +50,6 @@ def site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     )
     env = {k: v for k, v in os.environ.items() if k != INVOCATION_ENV}
     return root, {**env, "LUIGI_CONFIG_PATH": str(site_cfg)}
-
-
-def runs(root: Path) -> list[dict]:
-    with contextlib.closing(connect(root / "history" / "runs.sqlite")) as con:  # schema made if new
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY id")]
-
-
-def assert_each_task_ran_once(root: Path) -> list[dict]:
-    """Every task that did work did it once (so never twice at the same time); no row is left
-    RUNNING (a task suspended for its dynamic dependencies is SUSPENDED until it runs again)."""
-    rows = runs(root)
-    assert {r["status"] for r in rows} <= {"DONE", "SKIPPED", "SUSPENDED"}, Counter(r["status"] for r in rows)
-    ran = Counter(r["task_id"] for r in rows if r["status"] == "DONE")
-    assert ran and set(ran.values()) == {1}, [t for t, n in ran.items() if n > 1]
-    assert {r["task_id"] for r in rows} == set(ran)  # every skipped or suspended task ran somewhere
-    return rows
 
 
 def assert_registry_consistent(root: Path) -> None:
