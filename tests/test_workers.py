@@ -149,10 +149,8 @@ def test_two_hosts_share_one_luigid_and_run_each_task_once(tmp_path: Path) -> No
     assert shared == reference
     scored, scored_alone = predictions(root), predictions(alone)
     assert scored and scored.keys() == scored_alone.keys()
-    for name, frame in scored.items():
-        # the same rows and values; p_fail to the last bits only: the forest's trees are summed
-        # by [yield_model] n_jobs threads in the order they finish
-        pd.testing.assert_frame_equal(frame, scored_alone[name], check_exact=False, rtol=1e-12)
+    for name, frame in scored.items():  # the same rows and values, to the last bit of p_fail
+        pd.testing.assert_frame_equal(frame, scored_alone[name], check_exact=True)
 
 
 def test_a_worker_without_luigid_says_so_in_one_line(tmp_path: Path) -> None:

@@ -146,8 +146,23 @@ class YieldModel:
         """p_fail: the probability that each row's die fails final test."""
         if len(df) == 0:
             return np.zeros(0)
-        score = self.estimator.predict_proba(self.matrix(df))[:, 1]
+        with _one_thread(self.estimator):
+            score = self.estimator.predict_proba(self.matrix(df))[:, 1]
         return score if self.calibration is None else _platt(score, self.calibration)
+
+
+@contextlib.contextmanager
+def _one_thread(estimator: Any) -> Iterator[None]:
+    """Predict with one thread: a forest's threads add up their trees' votes in the order they
+    finish, so the last bits of p_fail would differ from run to run (training keeps n_jobs)."""
+    jobs = getattr(estimator, "n_jobs", None)
+    if jobs is not None:
+        estimator.n_jobs = 1
+    try:
+        yield
+    finally:
+        if jobs is not None:
+            estimator.n_jobs = jobs
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
