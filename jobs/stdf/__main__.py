@@ -86,6 +86,15 @@ def plausibility() -> Plausibility:
     )
 
 
+def _failed(path: Path, error: Exception) -> int:
+    """One line on stderr for an expected failure (a bad file names its byte offset), exit 1."""
+    if isinstance(error, StdfReadError):
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        print(f"error: {path}: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
+    return 1
+
+
 def _inspect(path: Path) -> int:
     from .inspect import inspect
 
@@ -94,12 +103,8 @@ def _inspect(path: Path) -> int:
         return 1
     try:
         lines, unreadable = inspect(path, plausibility())
-    except StdfReadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except (StdfReadError, OSError) as exc:
+        return _failed(path, exc)
     print("\n".join(lines))
     if unreadable:
         print(f"error: {path}: {unreadable}", file=sys.stderr)
@@ -117,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = convert_stdf(
             args.file, args.outdir, engine, batch_size, compression, progress, plausibility=plausibility()
         )
-    except StdfReadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {args.file}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except (StdfReadError, OSError) as exc:
+        return _failed(args.file, exc)
     finally:
         if bar is not None:
             bar.close()
