@@ -24,7 +24,7 @@ from typing import Any
 import luigi
 import luigi.notifications
 
-from jobs.files import json_line, read_json, write_json
+from jobs.files import json_line, json_text, read_json, write_json
 from jobs.pipeline.settings import paths
 
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -113,7 +113,7 @@ def _send(record: dict[str, Any]) -> None:
     email = luigi.notifications.email()
     if email.receiver and SEVERITIES.index(record["severity"]) >= SEVERITIES.index(settings.email_severity):
         subject = f"[{record['severity']}] {record['workflow']}: {record['message']}"[:200]
-        body = json.dumps(record, indent=2, default=str)
+        body = json_text(record)
         luigi.notifications.send_email(subject, body, email.sender, (email.receiver,))
     if settings.webhook_url:
         request = urllib.request.Request(

@@ -23,7 +23,6 @@ from jobs.pipeline.landing import still_landed
 from jobs.pipeline.settings import paths, stdf
 from jobs.pipeline.stages import Versioned
 from jobs.stdf import convert_stdf
-from jobs.stdf.plausibility import Plausibility
 from jobs.stdf.source import StdfReadError, stored_stream_size
 
 _cache_lock = threading.Lock()
@@ -99,7 +98,7 @@ class ConvertFile(Versioned, luigi.Task):
                 compression=settings.compression,
                 progress=self._progress_reporter(),
                 sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
-                plausibility=Plausibility(settings.max_bytes_without_parts, settings.max_unknown_share),
+                plausibility=settings.plausibility(),
                 lineage={"status": "ok", **lineage},
             )
 

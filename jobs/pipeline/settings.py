@@ -10,6 +10,7 @@ import luigi
 import luigi.configuration
 
 from jobs.domain.model import ModelParams
+from jobs.stdf.plausibility import Plausibility
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "luigi.cfg"
 
@@ -55,9 +56,12 @@ class stdf(luigi.Config):  # noqa: N801
     engine = luigi.ChoiceParameter(choices=["arrow", "pystdf"], default="arrow")
     batch_size = luigi.IntParameter(default=0)
     compression = luigi.Parameter(default="zstd")
-    # implausible content is refused as unreadable (jobs/stdf/plausibility.py Plausibility)
-    max_bytes_without_parts = luigi.IntParameter(default=64 << 20)
-    max_unknown_share = luigi.FloatParameter(default=0.5)
+    # implausible content is refused as unreadable (defaults: jobs/stdf/plausibility.py)
+    max_bytes_without_parts = luigi.IntParameter(default=Plausibility.max_bytes_without_parts)
+    max_unknown_share = luigi.FloatParameter(default=Plausibility.max_unknown_share)
+
+    def plausibility(self) -> Plausibility:
+        return Plausibility(self.max_bytes_without_parts, self.max_unknown_share)
 
 
 class backoff(luigi.Config):  # noqa: N801 - the luigi.cfg section

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, int, str]:
-    """Command-line values, else luigi.cfg's [stdf] section (imported only when needed: luigi is slow)."""
+    """Command-line values, else luigi.cfg's [stdf] section (read only when one is missing)."""
     if args.engine and args.batch_size is not None and args.compression:
         return args.engine, args.batch_size, args.compression
     cfg = configured()
