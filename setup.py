@@ -22,6 +22,7 @@ setup(
         "tenacity>=8.2",
         "sqlalchemy>=2.0",
         "matplotlib>=3.8",
+        "mlflow>=3.10,<4",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1", "aiosmtpd>=1.4"],

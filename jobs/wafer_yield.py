@@ -7,9 +7,13 @@
     QualityGate(date)         jobs/domain/quality.py over every fab: a failed gate stops training
     Features(date)            die features (jobs/domain/features.py), all fabs of the day
     Train(date)               a candidate on the labelled trailing window (jobs/domain/model.py)
-    Validate(date)            candidate vs champion on the newest labelled day, walk-forward backtest
-    Deploy(date)              the decision record; the production pointer moves only on "deployed"
-    Score(date)               the production model's p_fail per die and wafer yield forecasts
+    Deploy(date)              the candidate registered in MLflow, and its validation started:
+    ValidateCandidate(version)  any registered version on the newest labelled day and replayed
+                              on the last scored days beside the champion: won or lost
+    Approval(version)         a person's approval of a winner (scripts/models approve)
+    Lifecycle(date)           the day's serving plan: rollback check, rollout 10/50/100%, new
+                              challengers (jobs/domain/lifecycle.py), mirrored into the registry
+    Score(date)               p_fail per die as the plan serves it, shadow scores, wafer forecasts
     YieldReport(date)         wafer maps, Paretos, Cpk, retests and exports: one HTML page
     WaferYieldDaily(date)     the day's summary: what was decided and why
 
@@ -22,6 +26,7 @@ run decided. Decisions (offline, quarantine, skip, keep) are output files, never
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Generator, Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -30,10 +35,12 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from jobs.domain import decisions, ingest, quality, report_page
+from jobs import __version__
+from jobs.domain import decisions, ingest, lifecycle, quality, registry, report_page
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.domain import yield_views as views
+from jobs.domain.model import ModelIntegrityError
 from jobs.files import grant_group_read, read_json, write_json
 from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
@@ -41,7 +48,14 @@ from jobs.pipeline.convert import ConvertFile, converted_folder, landed_conversi
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, note_waiting
 from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
 from jobs.pipeline.requests import consume, open_retrain_requests
-from jobs.pipeline.settings import paths, quality_gate, quality_monitor, wafer_yield, yield_model_settings
+from jobs.pipeline.settings import (
+    models,
+    paths,
+    quality_gate,
+    quality_monitor,
+    wafer_yield,
+    yield_model_settings,
+)
 from jobs.pipeline.stages import StageTask
 
 runtime.install()
@@ -274,14 +288,19 @@ def labelled_days(days: list[dt.date], known_by: dt.date) -> pd.DataFrame:
 # --- model -----------------------------------------------------------------------------------------
 
 
-def registry() -> Path:
-    return paths().root_path() / "models" / "registry"
-
-
 def share_with_group(path: Path) -> None:
-    """[yield_model] group_readable: a model folder or the registry readable by the group."""
-    if yield_model_settings().group_readable:
+    """[yield_model] group_readable: a model folder or the local registry readable by the group."""
+    if yield_model_settings().group_readable and path.exists():
         grant_group_read(path, paths().root_path())
+
+
+def store() -> registry.Store:
+    return models().store()
+
+
+def scratch() -> Path:
+    """Where registered model files are fetched to be checked and loaded (then removed)."""
+    return paths().root_path() / "registry" / "scratch"
 
 
 class Train(DailyStage):
@@ -352,139 +371,214 @@ class Train(DailyStage):
         )
 
 
-def champion_before(date: dt.date, deploy: Deploy | None) -> dict[str, Any] | None:
-    """The production model when `date`'s run starts: as the previous day's Deploy decision left
-    it, or, on the first day of the history, the registry's production model if it predates
-    `date` (e.g. one deployed by hand; a rerun of history must not meet a model from its future)."""
-    if deploy is not None:
-        return deploy.manifest().get("production_after")
-    pointer = yield_model.production(registry())
-    if pointer is None or pointer["record"].get("date", "") >= str(date):
-        return None
-    return {"folder": pointer["model"], **pointer["record"]}
-
-
-class Validate(DailyStage):
-    """`validation/{tag}/date=D/metrics.json`: candidate and champion on the holdout day, and a
-    walk-forward backtest of the predictions made over the last days."""
-
-    stage = "validate"
-    folder_name = "validation"
-    reads = (Train, "Deploy")  # the champion is the previous day's Deploy decision
-
-    def complete(self) -> bool:
-        return StageTask.complete(self)
-
-    def previous_deploy(self) -> Deploy | None:
-        previous = previous_history_day(self.date)
-        return Deploy(date=previous) if previous else None
-
-    def backtest_days(self) -> list[dt.date]:
-        """The days whose predictions the backtest checks against the labels known now."""
-        first = self.date - dt.timedelta(days=wafer_yield().backtest_days)
-        return history_days(first, self.date - dt.timedelta(days=1))
-
-    def requires(self) -> dict[str, Any]:
-        previous = self.previous_deploy()
-        return {
-            "train": Train(date=self.date),
-            **({"previous": previous} if previous else {}),
-            # a report, not a decision: not part of the version lineage (`reads`)
-            "backtest": [Score(date=d) for d in self.backtest_days()],
-        }
-
-    def run(self) -> None:
-        trained = read_json(Path(self.input()["train"].path))
-        champion = champion_before(self.date, self.previous_deploy())
-        metrics: dict[str, Any] = {"champion_model": champion, "backtest": self.backtest()}
-        if trained["status"] == "trained":
-            holdout = dt.date.fromisoformat(trained["holdout_day"])
-            day = labelled_days([holdout], known_by=self.date)
-            day = day[day["ft_failed"].notna() & day["ws_passed"]]
-            self.set_status_message(f"scoring the holdout day {holdout}")
-            candidate = yield_model.load_model(Train(date=self.date).folder())
-            metrics["holdout_day"] = str(holdout)
-            metrics["candidate"] = yield_model.evaluate(candidate, day)
-            if champion:
-                metrics["champion"] = yield_model.evaluate(
-                    yield_model.load_model(Path(champion["folder"])), day
-                )
-        with self.publish() as (work, manifest):
-            write_json(work / "metrics.json", metrics)
-            manifest.update(status=trained["status"], **metrics)
-
-    def backtest(self) -> dict[str, Any]:
-        """How the predictions made on each of the last days fared against the labels known now."""
-        days = [d for d in self.backtest_days() if predictions_path(d).exists()]  # not: no model yet
-        if not days:
-            return {"days": 0}
-        labels = labels_landed(days[0] + dt.timedelta(days=1), self.date)
-        return yield_model.backtest({str(d): pd.read_parquet(predictions_path(d)) for d in days}, labels)
+def champion_before(date: dt.date) -> lifecycle.Plan:
+    """The plan before the first day of the history: the registry's, if it was made before
+    `date` (e.g. a model promoted by hand), else empty: a recomputed history must not meet a
+    model from its future."""
+    with registry.locked(store()):
+        last = registry.last_day(store())
+        current = registry.aliases(store())
+        if (last is not None and last >= str(date)) or registry.CHAMPION not in current:
+            return lifecycle.empty_plan()
+        champion = registry.version(store(), current[registry.CHAMPION])
+    return lifecycle.plan_with_champion(champion["version"], registry.validation_of(champion))
 
 
 class Deploy(DailyStage):
-    """`deploy/{tag}/date=D/decision.json`: deployed, kept champion, or skipped, with numbers."""
+    """`deploy/{tag}/date=D/decision.json`: the day's candidate registered in the model registry
+    (MLflow) and validated (ValidateCandidate), or why there is none."""
 
     stage = "deploy"
-    reads = (Validate,)
+    reads = (Train,)
 
     def complete(self) -> bool:
         return StageTask.complete(self)
 
-    def requires(self) -> Validate:
-        return Validate(date=self.date)
+    def requires(self) -> dict[str, Any]:
+        previous = previous_history_day(self.date)  # versions are numbered in the order of the days
+        return {"train": Train(date=self.date), **({"previous": Deploy(date=previous)} if previous else {})}
+
+    def run(self) -> Generator[Any, Any, None]:
+        trained = Train(date=self.date).manifest()
+        if trained["status"] != "trained":
+            with self.publish() as (work, manifest):
+                record = {"decision": trained["decision"], "version": None}
+                write_json(work / "decision.json", record)
+                manifest.update(record)
+            return
+        self.set_status_message("registering the candidate")
+        tags = {
+            "trained_for": str(self.date),
+            "trained_by": f"jobs.wafer_yield Train(date={self.date})",
+            "holdout_day": trained["holdout_day"],
+            "train_days": json.dumps(trained["train_days"]),
+            "code_version": __version__,
+        }
+        with registry.locked(store()):
+            number = registry.register(store(), Train(date=self.date).folder(), tags, {})
+        share_with_group(scratch().parent)
+        validation = yield ValidateCandidate(version=number)
+        checked = read_json(Path(validation.path))
+        with self.publish() as (work, manifest):
+            record = {"version": number, "decision": checked["decision"], "why": checked["why"]}
+            write_json(work / "decision.json", record)
+            manifest.update(record, model=trained["model"]["sha256"])
+
+
+class ValidateCandidate(StageTask):
+    """`candidates/{tag}/version=N/validation.json`: a registered version (the nightly's or any
+    other with a feature contract) on the newest labelled day and replayed on the last scored
+    days beside the champion, and the champion/challenger decision. Recorded in the registry as
+    an event that takes effect on the version's day (its `trained_for`, or the day after the
+    newest lifecycle day)."""
+
+    stage = "candidate"
+    folder_name = "candidates"
+    reads = ("Lifecycle", Features)
+    workflow = WORKFLOW
+    version = luigi.IntParameter(description="a version of the registered model")
+
+    def partition(self) -> str:
+        return f"version={self.version}"
+
+    def day(self) -> dt.date:
+        """The day the version is validated for; its decision takes effect that day."""
+        return registry.candidate_day(store(), self.version, dt.datetime.now(dt.UTC).date())
+
+    def replay_days(self) -> list[dt.date]:
+        first = self.day() - dt.timedelta(days=models().replay_days)
+        return history_days(first, self.day() - dt.timedelta(days=1))
+
+    def requires(self) -> dict[str, Any]:
+        day = self.day()
+        previous = previous_history_day(day)
+        return {
+            "replay": [Features(date=d) for d in self.replay_days()],
+            "labels": [IngestFab(fab=f, date=day) for f in wafer_yield().fab_list()],
+            **({"lifecycle": Lifecycle(date=previous)} if previous else {}),
+        }
 
     def run(self) -> None:
-        validation = read_json(Path(self.input().path))
-        trained = Train(date=self.date).manifest()
-        champion = validation["champion_model"]
-        if trained["status"] != "trained":
-            record = {"decision": trained["decision"], "production_after": champion}
-        else:
-            requests = open_retrain_requests(self.date)
-            settings = wafer_yield()
-            candidate = {
-                "folder": str(Train(date=self.date).folder()),
-                "date": str(self.date),
-                **trained["model"],
-            }
-            record = decisions.deploy_decision(
-                validation["candidate"],
-                validation.get("champion"),
-                candidate,
-                champion,
-                [r for _, r in requests],
-                decisions.DeployRules(settings.auc_margin, settings.min_accuracy),
-            )
-            consume(requests, self.date)
-        if warning := record.pop("alert", None):
-            numbers = {k: record[k] for k in ("candidate", "champion", "auc_margin", "retrain_requests")}
-            alert(WORKFLOW, self.task_id, "error", warning, key="accuracy", **numbers)
-        record["pointer_moved"] = False
-        if record["decision"] == "deployed":
-            record["pointer_moved"] = self._promote(record)
+        day, days = self.day(), self.replay_days()
+        plan = (
+            read_json(Lifecycle(date=previous_history_day(day)).folder() / "plan.json")["plan"]
+            if "lifecycle" in self.input()
+            else lifecycle.empty_plan()
+        )
+        self.set_status_message(f"validating version {self.version} for {day}")
+        try:
+            candidate = registry.load(store(), self.version, scratch())
+            champion = plan["champion"] and registry.load(store(), plan["champion"]["version"], scratch())
+        except (registry.RegistryError, ModelIntegrityError) as refused:
+            return self._decide(day, {"decision": "lost", "why": f"refused: {refused}"}, {})
+        labelled = labelled_days(days, known_by=day)
+        labelled = (
+            labelled[labelled["ft_failed"].notna() & labelled["ws_passed"]] if len(labelled) else labelled
+        )
+        if not len(labelled):
+            return self._decide(day, {"decision": "lost", "why": "no labelled day to validate on"}, {})
+        holdout = max(labelled["date"])
+        metrics = {
+            "holdout_day": str(holdout),
+            "replay_days": [str(d) for d in sorted(set(labelled["date"]))],
+            "candidate": lifecycle.candidate_metrics(candidate, labelled, holdout),
+            "champion": champion and lifecycle.candidate_metrics(champion, labelled, holdout),
+        }
+        requests = open_retrain_requests(day)
+        decision = lifecycle.validation_decision(
+            metrics["candidate"], metrics["champion"], [r for _, r in requests], models().rules(wafer_yield())
+        )
+        consume(requests, day)
+        self._decide(day, decision, metrics)
+
+    def _decide(self, day: dt.date, decision: dict[str, Any], metrics: dict[str, Any]) -> None:
+        validation = (metrics.get("candidate") or {}).get("holdout", {})
+        event = {"action": "validated", "version": self.version, "effective_day": str(day), **decision,
+                 "validation": {k: validation.get(k) for k in ("auc", "accuracy", "brier")}}  # fmt: skip
+        actions = [event]
+        if decision["decision"] == "won" and models().auto_approve:
+            actions.append({"action": "approve", "version": self.version, "by": "auto_approve",
+                            "effective_day": str(day)})  # fmt: skip
+        with registry.locked(store()):
+            registry.record_validation(store(), self.version, actions)
         with self.publish() as (work, manifest):
-            write_json(work / "decision.json", record)
-            manifest.update(record)
+            write_json(work / "validation.json", {**decision, "day": str(day), **metrics})
+            manifest.update(decision, day=str(day), version=self.version, **metrics)
+        if decision["decision"] == "won" and not models().auto_approve:
+            waits = f"version {self.version} waits for approval: {decision['why']}"
+            alert(WORKFLOW, self.task_id, "info", waits,
+                  key=f"approval {self.version}", version=self.version)  # fmt: skip
 
-    def _promote(self, record: dict[str, Any]) -> bool:
-        """Point production at the new model, unless a later day's decision already moved it (a
-        backfill of an old day must not roll production back) or this one did before a kill;
-        decided under the registry's lock. Production then runs the registry's copy."""
-        model, day = record["production_after"], str(self.date)
 
-        def stays(current: dict[str, Any] | None) -> bool:
-            return current is not None and (
-                current["record"].get("date", "") > day or current["record"].get("sha256") == model["sha256"]
-            )
+class Approval(luigi.ExternalTask):
+    """A person's decision on a winning version: `scripts/models approve|reject VERSION --by NAME`
+    ([models] auto_approve approves at once). Pending in the visualizer until then."""
 
-        kept = {"date": day, "sha256": model["sha256"], "why": record["why"]}
-        after = yield_model.promote(registry(), Path(model["folder"]), kept, unless=stays)
-        if after["record"].get("sha256") != model["sha256"]:
-            return False
-        record["production_after"] = {**model, "folder": after["model"]}
-        share_with_group(registry())
-        return True
+    version = luigi.IntParameter()
+
+    def complete(self) -> bool:
+        return registry.decided(store(), self.version)
+
+
+class Lifecycle(DailyStage):
+    """`lifecycle/{tag}/date=D/plan.json`: which versions serve day D and with what share, after
+    the day's actions (approvals, manual promotions and rollbacks), the automatic rollback check
+    and rollout step on the labels that landed on D, and the day's validated candidates
+    (jobs/domain/lifecycle.py). Mirrored into the registry unless a later day already was."""
+
+    stage = "lifecycle"
+    reads = (Deploy, ValidateCandidate, "Score")
+
+    def complete(self) -> bool:
+        return StageTask.complete(self)
+
+    def live_days(self) -> list[dt.date]:
+        return history_days(
+            self.date - dt.timedelta(days=models().live_days), self.date - dt.timedelta(days=1)
+        )
+
+    def requires(self) -> dict[str, Any]:
+        previous = previous_history_day(self.date)
+        return {
+            "deploy": Deploy(date=self.date),
+            "labels": self.ingests(),
+            "scores": [Score(date=d) for d in self.live_days()],
+            **({"previous": Lifecycle(date=previous)} if previous else {}),
+        }
+
+    def run(self) -> None:
+        day = str(self.date)
+        before = (
+            read_json(Path(self.input()["previous"].path).parent / "plan.json")["plan"]
+            if "previous" in self.input()
+            else champion_before(self.date)
+        )
+        live = lifecycle.live_metrics(self.live_predictions(), before)
+        with registry.locked(store()):
+            actions = registry.actions_for(store(), day)
+            plan, happened = lifecycle.day_step(before, actions, live, models().rules(wafer_yield()))
+            mirrored = registry.mirror(store(), lifecycle.registry_change(plan, happened, day), day)
+        share_with_group(scratch().parent)
+        with self.publish() as (work, manifest):
+            write_json(work / "plan.json", {"plan": plan, "happened": happened, "live": live})
+            manifest.update(lifecycle.summary(plan), happened=happened, live=live, mirrored=mirrored)
+        for event in happened:
+            if event["action"] in ("rolled back", "rollout stopped", "rollback refused"):
+                what = f"{self.date}: {event['action']} v{event.get('version')}: {event['why']}"
+                alert(WORKFLOW, self.task_id, "error", what,
+                      key=f"lifecycle {event['action']} {event.get('version')}", **event)  # fmt: skip
+
+    def live_predictions(self) -> pd.DataFrame:
+        """The earlier days' predictions of dies whose final-test labels landed on this day."""
+        labels = labels_landed(self.date, self.date)
+        frames = [
+            pd.read_parquet(predictions_path(d)) for d in self.live_days() if predictions_path(d).exists()
+        ]
+        if not frames or not len(labels):
+            return pd.DataFrame(columns=[*feats.FEATURE_KEY, "ft_failed", *lifecycle.SERVING_COLUMNS])
+        scored = pd.concat(frames, ignore_index=True)
+        joined = scored.merge(labels[[*feats.FEATURE_KEY, "ft_failed"]], on=feats.FEATURE_KEY, how="inner")
+        return joined[joined["ft_failed"].notna()]
 
 
 # --- scoring and the daily summary -----------------------------------------------------------
@@ -495,33 +589,36 @@ def predictions_path(date: dt.date) -> Path:
 
 
 class Score(DailyStage):
-    """`predictions/{tag}/date=D/predictions.parquet` (p_fail per wafer-sort-passing die) and
-    `wafers.parquet` (yield forecast per wafer), by the production model as of that day."""
+    """`predictions/{tag}/date=D/predictions.parquet` (p_fail per wafer-sort-passing die, the
+    version that served it, and the champion's and challenger's own scores) and `wafers.parquet`
+    (yield forecast per wafer), as the day's lifecycle plan says."""
 
     stage = "score"
     folder_name = "predictions"
-    reads = (Deploy, Features)
+    reads = (Lifecycle, Features)
 
     def requires(self) -> dict[str, Any]:
-        return {"features": Features(date=self.date), "deploy": Deploy(date=self.date)}
+        return {"features": Features(date=self.date), "lifecycle": Lifecycle(date=self.date)}
 
     def run(self) -> None:
-        production = Deploy(date=self.date).manifest()["production_after"]
+        plan = read_json(Lifecycle(date=self.date).folder() / "plan.json")["plan"]
         present, offline = present_fabs(self.date)
-        if production is None or not present:
-            status = "no production model" if production is None else "no dies: every fab offline"
+        if plan["champion"] is None or not present:
+            status = "no production model" if plan["champion"] is None else "no dies: every fab offline"
             with self.publish() as (_, manifest):
                 manifest.update(status=status, fabs=present, offline_fabs=offline)
                 manifest["rows"] = {"dies": 0, "wafers": 0}
             return
-        self.set_status_message(f"scoring with the model of {production.get('date')}")
-        model = yield_model.load_model(Path(production["folder"]))
+        self.set_status_message(f"scoring with {lifecycle.describe(plan)}")
+        loaded = self.load_models(plan)
+        scored = lifecycle.serve(read_features(self.date), plan, loaded)
         floor = wafer_yield().min_forecast_yield
-        predictions, wafers, low = yield_model.score_day(model, read_features(self.date), floor)
+        predictions, wafers, low = yield_model.score_day(scored, floor, lifecycle.SERVING_COLUMNS)
         with self.publish() as (work, manifest):
             predictions.to_parquet(work / "predictions.parquet", index=False)
             wafers.to_parquet(work / "wafers.parquet", index=False)
-            manifest.update(status="scored", model=production, fabs=present, offline_fabs=offline)
+            manifest.update(status="scored", fabs=present, offline_fabs=offline, **lifecycle.summary(plan))
+            manifest["served"] = predictions["model_version"].value_counts().sort_index().to_dict()
             manifest.update(rows={"dies": len(predictions), "wafers": len(wafers)}, low_yield_wafers=low)
         if low:
             message = f"{len(low)} wafer(s) forecast below {floor:.0%} yield on {self.date}"
@@ -533,6 +630,25 @@ class Score(DailyStage):
                 key="low yield",
                 wafers=manifest["low_yield_wafers"],
             )
+
+    def load_models(self, plan: lifecycle.Plan) -> dict[int, Any]:
+        """The plan's models, each checked against the sha256 recorded when it was registered: a
+        mismatch is refused with an alert (and the day is not scored)."""
+        loaded = {}
+        for number in lifecycle.versions_of(plan):
+            try:
+                loaded[number] = registry.load(store(), number, scratch())
+            except ModelIntegrityError as refused:
+                alert(
+                    WORKFLOW,
+                    self.task_id,
+                    "error",
+                    str(refused),
+                    key=f"model integrity {number}",
+                    version=number,
+                )
+                raise
+        return loaded
 
 
 class YieldReport(DailyStage):
@@ -629,10 +745,15 @@ class WaferYieldDaily(DailyStage):
             "score": Score(date=self.date),
             "report": YieldReport(date=self.date),
             "gate": QualityGate(date=self.date),
+            "lifecycle": Lifecycle(date=self.date),
             "ingest": self.ingests(),
         }
 
-    def run(self) -> None:
+    def run(self) -> Generator[Approval, Any, None]:
+        waiting = lifecycle.awaiting_approval(Lifecycle(date=self.date).manifest()["happened"])
+        if waiting and not models().auto_approve:
+            self.set_status_message(f"version(s) {waiting} wait for approval (scripts/models approve)")
+            yield [Approval(version=v) for v in waiting]  # pending in the visualizer until decided
         present, offline = present_fabs(self.date)
         ingests = [IngestFab(fab=f, date=self.date).manifest() for f in present]
         decision = Deploy(date=self.date).manifest()
@@ -647,7 +768,10 @@ class WaferYieldDaily(DailyStage):
                 quality_gate=QualityGate(date=self.date).manifest()["failed"] or "passed",
                 decision=decision["decision"],
                 why=decision.get("why", ""),
-                production=(decision["production_after"] or {}).get("date"),
+                candidate_version=decision.get("version"),
+                lifecycle=lifecycle.summary(
+                    read_json(Lifecycle(date=self.date).folder() / "plan.json")["plan"]
+                ),
                 scored=score["status"],
                 low_yield_wafers=len(score.get("low_yield_wafers", [])),
                 report=str(YieldReport(date=self.date).folder() / "index.html"),

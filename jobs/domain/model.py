@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
-import json
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,10 @@ import numpy as np
 import pandas as pd
 
 from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
-from jobs.files import json_line, read_json, staged_folder, write_bytes, write_json
+from jobs.files import read_json, write_bytes, write_json
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
-PRODUCTION = "production.json"
-HISTORY = "history.jsonl"
-KEEP_PREVIOUS = 10  # production pointers kept for rollback
 SELECTION_ROWS = 30_000  # rows used to rank tests: ranking is the cost, and the order is settled by then
 CALIBRATION_ROWS = 100_000  # training rows whose out-of-bag scores fit the calibration
 EPS = 1e-6
@@ -353,14 +348,14 @@ def backtest(predictions: dict[str, pd.DataFrame], labels: pd.DataFrame) -> dict
 
 
 def score_day(
-    model: YieldModel, dies: pd.DataFrame, min_forecast_yield: float
+    scored: pd.DataFrame, min_forecast_yield: float, extra: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
-    """(p_fail of every wafer-sort-passing die, each wafer's forecast, the wafers forecast below
-    `min_forecast_yield` as records) of a day's features."""
-    scored = dies.assign(p_fail=model.predict_proba(dies))
+    """(the p_fail of every wafer-sort-passing die with the `extra` columns, each wafer's
+    forecast, the wafers forecast below `min_forecast_yield` as records) of a day's features
+    with their p_fail."""
     wafers = wafer_forecast(scored)
     low = wafers[wafers["forecast_yield"] < min_forecast_yield]
-    keep = [*FEATURE_KEY, "fab", "ws_passed", "p_fail"]
+    keep = [*FEATURE_KEY, "fab", "ws_passed", "p_fail", *extra]
     predictions = scored.loc[scored["ws_passed"], keep].reset_index(drop=True)
     return predictions, wafers, low[["fab", "lot_id", "wafer_id", "forecast_yield"]].to_dict("records")
 
@@ -464,121 +459,3 @@ def load_model(folder: Path, verify: bool = True) -> YieldModel:
         raise ModelIntegrityError(f"{path}: holds a {type(model).__name__}, not a YieldModel")
     model.meta = meta.get("meta", {})  # kept in model.json, not the joblib (see save_model)
     return model
-
-
-# --- registry ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(registry: Path) -> Iterator[None]:
-    """One writer at a time (Deploy tasks of several days may run at once)."""
-    registry.mkdir(parents=True, exist_ok=True)
-    with open(registry / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def production(registry: Path) -> dict[str, Any] | None:
-    """The production pointer: {model (absolute folder), record, promoted_at, previous: [...]}."""
-    path = Path(registry) / PRODUCTION
-    return read_json(path) if path.exists() else None
-
-
-def _append_history(registry: Path, entry: dict[str, Any]) -> None:
-    with open(registry / HISTORY, "a") as f:  # one write of one line: appends do not interleave
-        f.write(json_line(entry, sort_keys=True))
-
-
-def _pointer(pointer: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in pointer.items() if k != "previous"}
-
-
-def promote(
-    registry: Path,
-    model_folder: Path,
-    record: dict[str, Any],
-    unless: Callable[[dict[str, Any] | None], bool] | None = None,
-) -> dict[str, Any]:
-    """Make the model saved in `model_folder` the production model, unless `unless(current
-    pointer)` says otherwise (asked under the registry's lock, so promotions are serialised);
-    the replaced pointer is kept for rollback. Returns the production pointer after the call.
-
-    The model is copied into `registry/models/{sha256}/` first and the pointer names that copy:
-    a rerun that replaces the folder it was trained in never takes a pointer's model away.
-    production.json is replaced atomically (jobs/files.py), then the promotion is appended to
-    history.jsonl; a pointer whose history line a kill prevented is recorded by the next
-    promotion or rollback. `record` is whatever the caller wants kept (date, metrics, reason).
-    """
-    registry, model_folder = Path(registry), Path(model_folder).resolve()
-    if not (model_folder / META_FILE).is_file():
-        raise FileNotFoundError(f"cannot promote {model_folder}: no {META_FILE} (not a saved model)")
-    with _locked(registry):
-        current = _recorded(registry)
-        if unless is not None and unless(current):
-            return current
-        previous = [] if current is None else [_pointer(current), *current.get("previous", [])]
-        pointer = {
-            "model": str(_stored(registry, model_folder)),
-            "record": record,
-            "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "previous": previous[:KEEP_PREVIOUS],
-        }
-        write_json(registry / PRODUCTION, pointer, sort_keys=True, durable=True)
-        _append_history(registry, {"event": "promote", **_pointer(pointer)})
-        return pointer
-
-
-def _stored(registry: Path, model_folder: Path) -> Path:
-    """The registry's own copy of a saved model, `registry/models/{sha256}/` (made once, whole,
-    flushed to disk, its sha256 checked)."""
-    meta = json.loads((model_folder / META_FILE).read_text())
-    target = registry / "models" / meta["sha256"]
-    if (target / META_FILE).is_file():
-        return target
-    data = (model_folder / meta.get("file", MODEL_FILE)).read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-        raise ModelIntegrityError(f"{model_folder}: the model file does not match its {META_FILE}")
-    with staged_folder(target) as work:
-        write_bytes(work / meta.get("file", MODEL_FILE), data, durable=True)
-        write_bytes(work / META_FILE, (model_folder / META_FILE).read_bytes(), durable=True)
-    return target
-
-
-def _recorded(registry: Path) -> dict[str, Any] | None:
-    """The production pointer, after appending its history line if a kill between writing the
-    pointer and its line left it out (the registry's lock is held)."""
-    current = production(registry)
-    history = registry / HISTORY
-    lines = history.read_text().splitlines() if history.exists() else []
-    last = json.loads(lines[-1]) if lines else {}
-    promoted_at = last.get("promoted_at", current and current["promoted_at"])  # rollbacks have none
-    if current is not None and (last.get("model"), promoted_at) != (current["model"], current["promoted_at"]):
-        _append_history(registry, {"event": "recovered", **_pointer(current)})
-    return current
-
-
-def rollback(registry: Path) -> dict[str, Any]:
-    """Restore the previous production model; returns the new production pointer.
-
-    Raises LookupError when there is nothing to roll back to.
-    """
-    registry = Path(registry)
-    with _locked(registry):
-        current = _recorded(registry)
-        if current is None or not current.get("previous"):
-            raise LookupError(f"{registry / PRODUCTION}: no previous production model to roll back to")
-        restored = {**current["previous"][0], "previous": current["previous"][1:]}
-        write_json(registry / PRODUCTION, restored, sort_keys=True, durable=True)
-        _append_history(
-            registry,
-            {
-                "event": "rollback",
-                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "from": current["model"],
-                "model": restored["model"],
-            },
-        )
-        return restored

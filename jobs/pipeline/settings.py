@@ -9,7 +9,9 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 
+from jobs.domain.lifecycle import LifecycleRules
 from jobs.domain.model import ModelParams
+from jobs.domain.registry import Store, local_store
 from jobs.stdf.plausibility import Plausibility
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "luigi.cfg"
@@ -82,9 +84,10 @@ class versions(luigi.Config):  # noqa: N801
     quality = luigi.IntParameter(default=1)
     features = luigi.IntParameter(default=1)
     train = luigi.IntParameter(default=1)
-    validate = luigi.IntParameter(default=1)
-    deploy = luigi.IntParameter(default=1)
-    score = luigi.IntParameter(default=1)
+    deploy = luigi.IntParameter(default=2)
+    candidate = luigi.IntParameter(default=1)
+    lifecycle = luigi.IntParameter(default=1)
+    score = luigi.IntParameter(default=2)
     report = luigi.IntParameter(default=1)
     daily = luigi.IntParameter(default=1)
     fab_hour = luigi.IntParameter(default=1)
@@ -152,6 +155,48 @@ class quality_monitor(luigi.Config):  # noqa: N801
 
     def key_test_list(self) -> list[str]:
         return comma_list(self.key_tests)
+
+
+class models(luigi.Config):  # noqa: N801
+    """The model registry and lifecycle (jobs/domain/registry.py, jobs/domain/lifecycle.py)."""
+
+    tracking_uri = luigi.Parameter(
+        default="", description="MLflow tracking/registry URI; empty: SQLite + files under {root}/registry"
+    )
+    registered_model = luigi.Parameter(
+        default="wafer_yield_PMX7", description="one registered model per product"
+    )
+    auto_approve = luigi.BoolParameter(
+        default=False, description="approve winning candidates without a person"
+    )
+    replay_days = luigi.IntParameter(default=7, description="scored days a candidate is replayed on")
+    replay_auc_tolerance = luigi.FloatParameter(default=0.01)
+    live_auc_tolerance = luigi.FloatParameter(default=0.01)
+    min_live_dies = luigi.IntParameter(default=2000)
+    rollback_accuracy_drop = luigi.FloatParameter(default=0.05)
+    rollback_auc_drop = luigi.FloatParameter(default=0.05)
+    live_days = luigi.IntParameter(
+        default=7, description="days of predictions that newly landed labels are matched to"
+    )
+
+    def store(self) -> Store:
+        """The registry of this data root: [models] tracking_uri, or the embedded local store."""
+        root = paths().root_path()
+        lock = root / "locks" / "registry.lock"
+        if self.tracking_uri:
+            return Store(self.tracking_uri, self.registered_model, lock)
+        return local_store(root / "registry", self.registered_model, lock)
+
+    def rules(self, settings: wafer_yield) -> LifecycleRules:
+        return LifecycleRules(
+            auc_margin=settings.auc_margin,
+            min_accuracy=settings.min_accuracy,
+            replay_auc_tolerance=self.replay_auc_tolerance,
+            live_auc_tolerance=self.live_auc_tolerance,
+            min_live_dies=self.min_live_dies,
+            rollback_accuracy_drop=self.rollback_accuracy_drop,
+            rollback_auc_drop=self.rollback_auc_drop,
+        )
 
 
 class yield_model_settings(luigi.Config):  # noqa: N801
