@@ -167,7 +167,7 @@ def ft_fail_probability(
     return np.exp(-np.logaddexp(0, -logit)), causes / causes.sum(axis=1, keepdims=True)  # sigmoid
 
 
-SHIFTED_BASE_LOGIT = PROCESS.ft_base_logit + 1.0  # after a shift ~15% of dies fail final test, not ~6%
+SHIFTED_BASE_LOGIT = PROCESS.ft_base_logit + 0.5  # with the terms: ~12% of dies fail final test, not ~6%
 
 
 def shifted_ft_terms(
@@ -183,7 +183,7 @@ def shifted_ft_terms(
     """
     z_rcont = key_test_z(program, value, "RCONT_M1")
     z_fmax = key_test_z(program, value, "FMAX_RO1")
-    contact = 1.3 * np.logaddexp(0, 1.6 * (z_rcont - 0.8))
+    contact = 2.5 * np.logaddexp(0, 2.5 * (z_rcont - 1.4))
     fast = 1.2 * np.maximum(z_fmax - 0.4, 0) ** 2
     other = 1.0 * neighbours + 3.2 * dies.density - 1.1 * dies.latent[:, 4]
     causes = np.stack([np.zeros_like(fast), fast, contact + np.maximum(other, 0)], axis=1)
