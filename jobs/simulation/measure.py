@@ -179,7 +179,7 @@ def shifted_ft_terms(
     (FMAX_RO1 high: the speed dependency's sign flipped) and the hidden reliability factor
     with its sign flipped (dies the stress screen passed as robust now fail); leakage, the
     threshold voltage and the edge no longer matter, and defects (failing neighbours, density)
-    half as much. A model of the old mechanism ranks these dies worse than chance.
+    half as much. A model of the old mechanism ranks these dies about at chance (AUC ~0.5).
     """
     z_rcont = key_test_z(program, value, "RCONT_M1")
     z_fmax = key_test_z(program, value, "FMAX_RO1")
