@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -270,8 +271,19 @@ def _unreachable(store: Store) -> str | None:
     return None
 
 
+# A person waits at the terminal: a registry server that does not answer fails in seconds, not after
+# MLflow's minutes of retries; fetching a model to check it draws no progress bars on stderr.
+MLFLOW_ENVIRONMENT = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for key, value in MLFLOW_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     if args.root:
         import luigi.configuration
 
