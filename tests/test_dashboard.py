@@ -39,7 +39,7 @@ from jobs.ops.dashboard_tables import (
 from jobs.ops.history import connect, read_runs
 from jobs.pipeline.landing import landed_files, landing_day
 from jobs.simulation.simulate import main as simulate
-from jobs.wafer_yield import IngestFab, Validate, WaferYieldDaily
+from jobs.wafer_yield import IngestFab, ValidateCandidate, WaferYieldDaily
 from tests.helpers import REPO, luigi_settings
 
 CHARTS = [
@@ -158,9 +158,9 @@ def test_outcomes_count_statuses_per_workflow_and_decisions_without_their_figure
         run("ConvertFile", workflow="", status="FAILED"),
         run("Train", facts={"status": "skipped", "decision": f"{skipped} (0 labelled days < 2)"}),
         run("Train", facts={"status": "skipped", "decision": f"{skipped} (1 labelled days < 2)"}),
-        run("Deploy", facts={"decision": "deployed"}),
+        run("ValidateCandidate", facts={"decision": "won"}),
         run("IngestFab", facts={"status": "offline"}),
-        run("Deploy", status="FAILED"),
+        run("ValidateCandidate", status="FAILED"),
     )
     counts = outcomes(table)
     assert counts.loc["(shared)"].tolist() == [1, 1, 0, 0]
@@ -168,8 +168,8 @@ def test_outcomes_count_statuses_per_workflow_and_decisions_without_their_figure
     decided = decisions(table)
     assert decided.values.tolist() == [
         ["Train", "skipped: insufficient data", 2],
-        ["Deploy", "deployed", 1],
         ["IngestFab", "offline", 1],
+        ["ValidateCandidate", "won", 1],
     ]
     assert outcomes(no_runs()).empty and decisions(no_runs()).empty
 
@@ -194,12 +194,12 @@ def test_stage_durations_of_done_runs_per_family() -> None:
         runs(
             *(run("Features", seconds=s) for s in range(1, 11)),
             run("Features", status="FAILED", seconds=1000),  # failed runs are not stage durations
-            run("Deploy", seconds=0.5),
+            run("Lifecycle", seconds=0.5),
         )
     )
-    assert table.index.tolist() == ["Features", "Deploy"]  # slowest median first
+    assert table.index.tolist() == ["Features", "Lifecycle"]  # slowest median first
     assert table.loc["Features"].tolist() == pytest.approx([10, 1, 5.5, 9.1, 10])
-    assert table.loc["Deploy", "median"] == 0.5
+    assert table.loc["Lifecycle", "median"] == 0.5
 
 
 def test_data_volume_per_fab_and_partition_date_counts_a_reingested_day_once() -> None:
@@ -224,26 +224,73 @@ def test_data_volume_per_fab_and_partition_date_counts_a_reingested_day_once() -
     assert data_volume(no_runs()).empty
 
 
-def test_model_auc_by_date_with_the_deploy_decision() -> None:
-    table = model_auc(
-        runs(
-            run("Validate", params={"date": "2026-11-12"}, facts={"status": "trained", "candidate_auc": 0.8}),
-            run("Deploy", params={"date": "2026-11-12"}, facts={"decision": "deployed"}),
-            run(
-                "Validate",
-                start="1D",
-                params={"date": "2026-11-13"},
-                facts={"status": "trained", "candidate_auc": 0.79, "champion_auc": 0.8},
-            ),
-            run("Deploy", start="1D", params={"date": "2026-11-13"}, facts={"decision": "kept champion"}),
-            run("Validate", start="2D", params={"date": "2026-11-14"}, facts={"status": "skipped"}),
-        )
-    )
-    assert table["date"].tolist() == list(pd.to_datetime(["2026-11-12", "2026-11-13"]))
-    assert table["candidate_auc"].tolist() == [0.8, 0.79]
-    assert np.isnan(table["champion_auc"].iloc[0]) and table["champion_auc"].iloc[1] == 0.8
-    assert table["deployed"].tolist() == [True, False]
+def lifecycle_run(
+    day: str, start: str, champion: int | None, happened: list | None = None, **plan: Any
+) -> dict:
+    """A Lifecycle run as the run history records it (jobs/ops/history.py manifest_figures)."""
+    facts = {"rollout_share": 0.0, "happened": happened or [], **plan}
+    facts.update({"champion": champion} if champion else {})
+    return run("Lifecycle", start=start, params={"date": day}, facts=facts)
+
+
+def validation_run(
+    version: int, day: str, start: str, decision: str, auc: float, champion: float | None
+) -> dict:
+    facts = {"decision": decision, "day": day, "version": version, "candidate_auc": auc}
+    facts.update({"champion_auc": champion} if champion else {})
+    return run("ValidateCandidate", start=start, params={"version": str(version)}, facts=facts)
+
+
+MODEL_DAYS = [
+    lifecycle_run("2026-11-11", "0D", None),
+    validation_run(1, "2026-11-12", "1D", "won", 0.80, None),
+    lifecycle_run("2026-11-12", "1D1min", 1, [{"action": "challenger", "version": 1},
+                                              {"action": "champion", "version": 1}]),
+    validation_run(2, "2026-11-13", "2D", "won", 0.84, 0.80),
+    lifecycle_run("2026-11-13", "2D1min", 1, challenger=2, challenger_state="approved"),
+    validation_run(3, "2026-11-14", "3D", "lost", 0.60, 0.81),
+    validation_run(3, "2026-11-14", "3D2min", "lost", 0.70, 0.81),  # validated again: the latest counts
+    lifecycle_run("2026-11-14", "3D3min", 1, [{"action": "rollout", "version": 2, "share": 0.1}],
+                  challenger=2, challenger_state="rolling_out", rollout_share=0.1),
+    lifecycle_run("2026-11-15", "4D", 1, challenger=2, challenger_state="rolling_out", rollout_share=0.5),
+    lifecycle_run("2026-11-16", "5D", 2, [{"action": "champion", "version": 2}]),
+    run("Lifecycle", start="6D", status="FAILED", params={"date": "2026-11-17"}),
+    validation_run(4, "2026-11-17", "6D1min", "won", 0.86, 0.83),
+    lifecycle_run("2026-11-17", "6D2min", 1, [{"action": "rolled back", "version": 2, "to": 1}],
+                  challenger=4, challenger_state="awaiting_approval"),
+    lifecycle_run("2026-11-18", "7D", 1, challenger=4, challenger_state="rolling_out", rollout_share=0.1),
+    lifecycle_run("2026-11-19", "8D", 1, [{"action": "rollout stopped", "version": 4, "share": 0.1}]),
+]  # fmt: skip
+
+
+def test_model_days_show_who_serves_rollbacks_stopped_rollouts_and_candidate_aucs(tmp_path: Path) -> None:
+    table = model_auc(runs(*MODEL_DAYS))
+    assert table["date"].tolist() == list(pd.date_range("2026-11-11", "2026-11-19"))
+    assert table["champion"].tolist() == [pd.NA, 1, 1, 1, 1, 2, 1, 1, 1]
+    assert table["challenger"].tolist() == [pd.NA, pd.NA, 2, 2, 2, pd.NA, 4, 4, pd.NA]
+    assert table["challenger_state"].tolist()[2:5] == ["approved", "rolling_out", "rolling_out"]
+    assert table["rollout_share"].tolist() == [0, 0, 0, 0.1, 0.5, 0, 0, 0.1, 0]
+    assert table["rolled_back"].tolist() == [""] * 6 + ["v2 -> v1", "", ""]
+    assert table["rollout_stopped"].tolist() == [""] * 8 + ["v4"]
+    validated = table[table["candidate"].notna()]
+    assert validated["candidate"].tolist() == [1, 2, 3, 4]
+    assert validated["decision"].tolist() == ["won", "won", "lost", "won"]
+    assert validated["candidate_auc"].tolist() == [0.80, 0.84, 0.70, 0.86]
+    assert validated["champion_auc"].tolist()[1:] == [0.80, 0.81, 0.83]
+    assert np.isnan(validated["champion_auc"].iloc[0])  # the first model had no champion to beat
     assert model_auc(no_runs()).empty
+
+    drawn = dashboard.plot_model_auc(table)
+    serving, auc = drawn.axes[:2]
+    texts = {t.get_text() for t in serving.texts}
+    assert {"v1", "v2", "v2 10%", "v2 50%", "v4 10%", "v2 approved", "v4 awaiting approval"} <= texts
+    assert {"v2 → v1", "v4", "no model"} <= texts  # the rollback and the stopped rollout, marked
+    assert [t.get_text() for t in serving.get_legend().get_texts()] == [
+        "v1", "v2", "v4", "rolled back", "rollout stopped"
+    ]  # fmt: skip
+    assert {t.get_text() for t in auc.texts} == {"v1 0.800", "v2 0.840", "v3 0.700", "v4 0.860"}
+    (tmp_path / "model_auc.png").write_bytes(pages.png(drawn))
+    assert_real_png(tmp_path / "model_auc.png")
 
 
 def test_alerts_per_day_by_severity() -> None:
@@ -328,7 +375,8 @@ def test_main_refuses_a_missing_root(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 FIRST = dt.date(2026, 11, 10)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range(3)]
-SETTINGS = {"wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000}}
+# auto_approve: the first model serves on the day it is validated (no person in the loop)
+SETTINGS = {"wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000}, "models": {"auto_approve": "true"}}
 
 
 @pytest.fixture(scope="module")
@@ -394,9 +442,18 @@ def test_data_volume_matches_what_each_ingest_read_and_wrote(floor: Path, render
 def test_the_model_and_duration_figures_come_from_the_run(floor: Path) -> None:
     history = read_runs(floor / "history" / "runs.sqlite")
     with luigi_settings(paths={"root": floor}, **SETTINGS):
-        auc = model_auc(history)
-        assert auc["date"].tolist() == [pd.Timestamp(DAYS[2])]  # the first day with two labelled days
-        assert auc["candidate_auc"].iloc[0] == Validate(date=DAYS[2]).manifest()["candidate"]["auc"]
+        lifecycle = model_auc(history)
+        assert lifecycle["date"].tolist() == [pd.Timestamp(d) for d in DAYS]
+        # the first day with two labelled days: version 1 validated, approved and serving that day
+        assert lifecycle["champion"].tolist() == [pd.NA, pd.NA, 1]
+        assert lifecycle["candidate"].tolist() == [pd.NA, pd.NA, 1]
+        validation = ValidateCandidate(version=1).manifest()
+        assert (
+            validation["day"] == str(DAYS[2])
+            and lifecycle["decision"].iloc[2] == validation["decision"] == "won"
+        )
+        assert lifecycle["candidate_auc"].iloc[2] == validation["candidate"]["holdout"]["auc"]
+        assert np.isnan(lifecycle["champion_auc"].iloc[2])  # there was no champion to compare
         durations = workflow_durations(history)
     daily = durations[durations["workflow"] == "wafer_yield"]
     assert sorted(daily["period"]) == [str(d) for d in DAYS] and not daily["over"].any()

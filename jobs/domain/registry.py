@@ -370,3 +370,31 @@ def next_day(store: Store, today: dt.date) -> str:
     """The day a person's action takes effect: the day after the newest lifecycle day."""
     last = last_day(store)
     return str(dt.date.fromisoformat(last) + dt.timedelta(days=1) if last else today)
+
+
+# --- people's actions ----------------------------------------------------------------------------------
+
+
+def champions(store: Store) -> list[int]:
+    """The champions in the order they took over, the current one last, as the recorded events
+    set the champion alias: a rollback goes back to the one before, so it pops the newest (a
+    promotion back to an earlier version pushes it again)."""
+    stack: list[int] = []
+    for event in history(store):
+        number = event.get("aliases", {}).get(CHAMPION)
+        if number is None or (stack and stack[-1] == number):
+            continue
+        rolled_back = event["action"] == "rollback" or any(
+            h.get("action") == "rolled back" for h in event.get("happened", [])
+        )
+        if rolled_back and len(stack) > 1 and stack[-2] == number:
+            stack.pop()
+        else:
+            stack.append(number)
+    return stack
+
+
+def previous_champion(store: Store) -> int | None:
+    """The champion a rollback returns to (the one before the current champion), if any."""
+    order, current = champions(store), aliases(store).get(CHAMPION)
+    return order[-2] if len(order) > 1 and order[-1] == current else None

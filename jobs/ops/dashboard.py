@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
@@ -298,37 +299,108 @@ def plot_data_volume(volume: pd.DataFrame) -> Figure:
     return figure
 
 
-def plot_model_auc(auc: pd.DataFrame) -> Figure:
-    figure, axes = pages.figure("Model AUC on the holdout day (Validate)")
-    ax = axes[0][0]
-    if auc.empty:
-        pages.no_data(ax, "no trained candidates in this window")
+MARKERS = {
+    "rolled_back": ("X", "#d62728", "rolled back"),
+    "rollout_stopped": ("v", "#ff7f0e", "rollout stopped"),
+}
+
+
+def _version_color(number: int) -> str:
+    """A version keeps its colour from challenger to champion (and across runs)."""
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#bcbd22", "#e377c2", "#8c564b", "#7f7f7f"]
+    return palette[(int(number) - 1) % len(palette)]
+
+
+def plot_model_auc(models: pd.DataFrame) -> Figure:
+    """Above: who serves each day (a bar of the wafers: the champion's share, the challenger's
+    rollout share on top, a shadow challenger named above it), rollbacks and stopped rollouts
+    marked. Below: the day's validated candidate's holdout AUC beside the champion's."""
+    if models.empty:
+        figure, axes = pages.figure("Model lifecycle: serving versions and candidate AUC")
+        pages.no_data(axes[0][0], "no lifecycle days or validated candidates in this window")
         return figure
-    ax.plot(auc["date"], auc["candidate_auc"], "o-", label="candidate", color="#1f77b4")
-    if auc["champion_auc"].notna().any():
-        ax.plot(auc["date"], auc["champion_auc"], "s--", label="champion (production)", color="#7f7f7f")
-    deployed = auc[auc["deployed"].astype(bool)]
-    if len(deployed):
-        ax.scatter(deployed["date"], deployed["candidate_auc"], marker="*", s=220, color="#ff7f0e",
-                   zorder=3, label="deployed")  # fmt: skip
-    if len(auc) <= 14:
-        for day, value in zip(auc["date"], auc["candidate_auc"], strict=True):
-            ax.annotate(
-                f"{value:.3f}",
-                (day, value),
-                xytext=(0, 8),
-                textcoords="offset points",
-                ha="center",
-                fontsize=8,
-            )
-    values = auc[["candidate_auc", "champion_auc"]].to_numpy(dtype=float)
-    low, high = np.nanmin(values), np.nanmax(values)
-    ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05) + 0.005)
-    ax.set_ylabel("AUC")
-    ax.set_xlabel("date the model was trained for")
-    _day_axis(ax, auc["date"])
-    pages.legend_beside(ax)
+    figure, axes = pages.figure("Model lifecycle: serving versions and candidate AUC", rows=2, height=7.5)
+    serving, auc = axes[0][0], axes[1][0]
+    auc.sharex(serving)
+    serving.tick_params(labelbottom=False)  # the days are named below
+    handles = _serving_bars(serving, models)
+    handles += _lifecycle_markers(serving, models)
+    serving.set_ylim(0, 1.32)
+    serving.set_yticks([0, 0.5, 1])
+    serving.set_ylabel("share of the wafers")
+    pages.legend_beside(serving, handles, [h.get_label() for h in handles])
+    _candidate_auc(auc, models)
+    auc.set_xlabel("lifecycle day (the day a candidate is validated for)")
+    _day_axis(auc, models["date"])
     return figure
+
+
+def _serving_bars(ax: Axes, models: pd.DataFrame) -> list[Any]:
+    """The stacked share bars, labelled with the versions while there is room; one legend handle
+    per version drawn."""
+    labels, handles = len(models) <= 21, {}
+    for row in models.itertuples():
+        share = 0.0 if pd.isna(row.rollout_share) else row.rollout_share
+        segments = []
+        if not pd.isna(row.champion):
+            segments.append((row.champion, 0.0, 1.0 - share, f"v{row.champion}"))
+        if not pd.isna(row.challenger) and share > 0:
+            segments.append((row.challenger, 1.0 - share, share, f"v{row.challenger} {share:.0%}"))
+        for number, bottom, height, text in segments:
+            bar = ax.bar(
+                row.date, height, bottom=bottom, width=0.8, color=_version_color(number), label=f"v{number}"
+            )
+            handles.setdefault(number, bar)
+            if labels and height >= 0.08:
+                ax.text(
+                    row.date, bottom + height / 2, text, ha="center", va="center", fontsize=8, color="white"
+                )
+        if not pd.isna(row.challenger) and share == 0 and labels:  # scored in shadow, serves nothing yet
+            ax.text(row.date, 1.02, f"v{row.challenger} {row.challenger_state.replace('_', ' ')}",
+                    ha="center", va="bottom", fontsize=7, color=_version_color(row.challenger))  # fmt: skip
+        if pd.isna(row.champion) and labels:
+            ax.text(
+                row.date, 0.5, "no model", ha="center", va="center", fontsize=8, color="#666", rotation=90
+            )
+    return [handles[n] for n in sorted(handles)]
+
+
+def _lifecycle_markers(ax: Axes, models: pd.DataFrame) -> list[Any]:
+    handles = []
+    for column, (marker, color, label) in MARKERS.items():
+        days = models[models[column] != ""]
+        if days.empty:
+            continue
+        handles.append(ax.scatter(days["date"], [1.22] * len(days), marker=marker, s=90, color=color,
+                                  zorder=3, label=label))  # fmt: skip
+        for day, text in zip(days["date"], days[column], strict=True):
+            ax.annotate(text.replace(" -> ", " → "), (day, 1.22), xytext=(0, -11), textcoords="offset points",
+                        ha="center", fontsize=7, color=color)  # fmt: skip
+    return handles
+
+
+def _candidate_auc(ax: Axes, models: pd.DataFrame) -> None:
+    validated = models[models["candidate"].notna()]
+    if validated.empty:
+        pages.no_data(ax, "no validated candidates in this window")
+        return
+    ax.plot(validated["date"], validated["champion_auc"], "s--", color="#7f7f7f", label="champion (holdout)")
+    for decision, (marker, color) in {"won": ("o", "#2ca02c"), "lost": ("o", "#d62728")}.items():
+        rows = validated[validated["decision"] == decision]
+        if len(rows):
+            ax.scatter(rows["date"], rows["candidate_auc"], marker=marker, s=50, color=color, zorder=3,
+                       label=f"candidate {decision}")  # fmt: skip
+    if len(validated) <= 21:
+        for row in validated.itertuples():
+            if not pd.isna(row.candidate_auc):
+                ax.annotate(f"v{row.candidate} {row.candidate_auc:.3f}", (row.date, row.candidate_auc),
+                            xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
+    values = validated[["candidate_auc", "champion_auc"]].to_numpy(dtype=float)
+    if np.isfinite(values).any():
+        low, high = np.nanmin(values), np.nanmax(values)
+        ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05) + 0.005)
+    ax.set_ylabel("holdout AUC")
+    pages.legend_beside(ax)
 
 
 def plot_alerts_per_day(per_day: pd.DataFrame, window: Window | None = None) -> Figure:
@@ -424,7 +496,8 @@ def charts(history: History, budgets: Mapping[str, Summary]) -> list[Chart]:
         ),
         Chart(
             "model_auc",
-            "Candidate and champion AUC on the holdout day, by date",
+            "Which versions serve each day (champion, challenger's rollout share), rollbacks and stopped"
+            " rollouts; each day's candidate against the champion on the holdout day",
             lambda: plot_model_auc(model_auc(runs)),
         ),
         Chart(

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from jobs.domain import pages
@@ -189,25 +188,52 @@ def data_volume(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["date", "fab"], ignore_index=True)[columns]
 
 
+MODEL_COLUMNS = ["date", "champion", "challenger", "challenger_state", "rollout_share", "rolled_back",
+                 "rollout_stopped", "candidate", "decision", "candidate_auc", "champion_auc"]  # fmt: skip
+
+
 def model_auc(runs: pd.DataFrame) -> pd.DataFrame:
-    """Holdout AUC of the candidate and of the champion per `date` (the Validate runs; latest run
-    of a date), and whether that day's Deploy deployed the candidate."""
-    columns = ["date", "candidate_auc", "champion_auc", "deployed"]
-    if runs.empty:
-        return pd.DataFrame(columns=columns)
+    """Per day: the serving plan of the Lifecycle run (champion, challenger, its state and rollout
+    share), the rollbacks ("v3 -> v2") and stopped rollouts ("v4") of that day, and the candidate
+    validated for that day (the ValidateCandidate run whose `day` it is: version, decision, its and
+    the champion's holdout AUC). The latest run of a day, and of a version, counts."""
     done = runs[runs["effective_status"] == "DONE"].sort_values("finished")
-    per_date: dict[str, dict[str, Any]] = {}
-    for family, params, facts in zip(done["family"], done["params"], done["facts"], strict=True):
-        date, fact = json.loads(params).get("date"), json.loads(facts or "{}")
-        if family == "Validate" and fact.get("candidate_auc") is not None:
-            entry = per_date.setdefault(date, {"deployed": False})
-            entry.update(candidate_auc=fact["candidate_auc"], champion_auc=fact.get("champion_auc", np.nan))
-        elif family == "Deploy" and date in per_date:
-            per_date[date]["deployed"] = fact.get("decision") == "deployed"
-    if not per_date:
-        return pd.DataFrame(columns=columns)
-    table = pd.DataFrame([{"date": pd.Timestamp(d), **v} for d, v in per_date.items()])
-    return table.sort_values("date", ignore_index=True)[columns]
+    days: dict[str, dict[str, Any]] = {}
+    for family, params, fact in zip(done["family"], _json_column(done["params"]), _json_column(done["facts"]),
+                                    strict=True):  # fmt: skip
+        if family == "Lifecycle" and params.get("date"):
+            days.setdefault(params["date"], {}).update(_plan_facts(fact))
+        elif family == "ValidateCandidate" and fact.get("day"):
+            days.setdefault(fact["day"], {}).update(
+                candidate=fact.get("version"),
+                decision=fact.get("decision", ""),
+                candidate_auc=fact.get("candidate_auc"),
+                champion_auc=fact.get("champion_auc"),
+            )
+    table = pd.DataFrame([{"date": pd.Timestamp(d), **v} for d, v in days.items()], columns=MODEL_COLUMNS)
+    for column in ("champion", "challenger", "candidate"):
+        table[column] = table[column].astype("Int64")
+    for column in ("rollout_share", "candidate_auc", "champion_auc"):
+        table[column] = table[column].astype(float)
+    for column in ("challenger_state", "rolled_back", "rollout_stopped", "decision"):
+        table[column] = table[column].fillna("").astype(str)
+    return table.sort_values("date", ignore_index=True)
+
+
+def _plan_facts(fact: dict[str, Any]) -> dict[str, Any]:
+    happened = fact.get("happened", [])
+    return {
+        "champion": fact.get("champion"),
+        "challenger": fact.get("challenger"),
+        "challenger_state": fact.get("challenger_state") or "",
+        "rollout_share": fact.get("rollout_share", 0.0),
+        "rolled_back": ", ".join(
+            f"v{e['version']} -> v{e['to']}" for e in happened if e["action"] == "rolled back"
+        ),
+        "rollout_stopped": ", ".join(
+            f"v{e['version']}" for e in happened if e["action"] == "rollout stopped"
+        ),
+    }
 
 
 def alerts_frame(alerts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

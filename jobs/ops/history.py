@@ -169,11 +169,32 @@ def manifest_figures(task: luigi.Task) -> tuple[int | None, int | None, dict[str
     if isinstance(rows, dict):  # the dies when counted (the other entries are per fab or per die)
         rows = rows["dies"] if "dies" in rows else sum(v for v in rows.values() if isinstance(v, int))
     nbytes = sum(i.get("bytes", 0) for i in manifest.get("inputs", []) if isinstance(i, dict))
-    facts = {k: manifest[k] for k in ("status", "decision", "fab") if isinstance(manifest.get(k), str)}
-    for model in ("candidate", "champion"):
-        if isinstance(manifest.get(model), dict) and "auc" in manifest[model]:
-            facts[f"{model}_auc"] = manifest[model]["auc"]
+    texts = ("status", "decision", "fab", "day", "challenger_state")
+    facts: dict[str, Any] = {k: manifest[k] for k in texts if isinstance(manifest.get(k), str)}
+    facts.update(_model_facts(manifest))
     return rows if isinstance(rows, int) else None, nbytes or None, facts
+
+
+def _model_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A validation's version and holdout AUCs (ValidateCandidate); the day's serving plan and what
+    happened to it, each event's action, version, share and `to` (Lifecycle)."""
+    facts: dict[str, Any] = {}
+    for key in ("version", "champion", "challenger"):  # version numbers (a validation's champion: metrics)
+        if isinstance(manifest.get(key), int) and not isinstance(manifest[key], bool):
+            facts[key] = manifest[key]
+    if isinstance(manifest.get("rollout_share"), int | float):
+        facts["rollout_share"] = manifest["rollout_share"]
+    for model in ("candidate", "champion"):
+        metrics = manifest.get(model)
+        holdout = metrics.get("holdout") if isinstance(metrics, dict) else None
+        if isinstance(holdout, dict) and "auc" in holdout:
+            facts[f"{model}_auc"] = holdout["auc"]
+    if isinstance(manifest.get("happened"), list):
+        keep = ("action", "version", "share", "to")
+        facts["happened"] = [
+            {k: e[k] for k in keep if k in e} for e in manifest["happened"] if isinstance(e, dict)
+        ]
+    return facts
 
 
 def read_runs(path: Path | None = None, since: dt.datetime | None = None) -> pd.DataFrame:
