@@ -46,7 +46,7 @@ from jobs.ops import damaged, runtime
 from jobs.ops.alerts import alert
 from jobs.pipeline.convert import ConvertFile, converted_folder, landed_conversions
 from jobs.pipeline.landing import is_ready, landed_files, landing_day, note_waiting
-from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter
+from jobs.pipeline.parameters import FabParameter, PlausibleDateParameter, RegisteredVersionParameter
 from jobs.pipeline.requests import consume, open_retrain_requests
 from jobs.pipeline.settings import (
     models,
@@ -436,7 +436,7 @@ class ValidateCandidate(StageTask):
     folder_name = "candidates"
     reads = ("Lifecycle", Features)
     workflow = WORKFLOW
-    version = luigi.IntParameter(description="a version of the registered model")
+    version = RegisteredVersionParameter()
 
     def partition(self) -> str:
         return f"model={models().model_name()}/version={self.version}"
@@ -514,7 +514,7 @@ class Approval(luigi.ExternalTask):
     """A person's decision on a winning version: `scripts/models approve|reject VERSION --by NAME`
     ([models] auto_approve approves at once). Pending in the visualizer until then."""
 
-    version = luigi.IntParameter()
+    version = RegisteredVersionParameter()
 
     def complete(self) -> bool:
         return registry.decided(store(), self.version)

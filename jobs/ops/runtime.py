@@ -67,3 +67,4 @@ def install() -> None:
         luigi.Task.event_handler(event)(handler)
     lookback.install()
     parameters.report_in_one_line()
+    parameters.exact_options()

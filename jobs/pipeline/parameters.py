@@ -17,6 +17,7 @@ plausible day may reach before [plausible_dates] first.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 import luigi
 
-from jobs.pipeline.settings import merge, paths, plausible_dates, quality_monitor, wafer_yield
+from jobs.pipeline.settings import merge, models, paths, plausible_dates, quality_monitor, wafer_yield
 
 FAB_SECTIONS = (wafer_yield, merge, quality_monitor)
 
@@ -107,6 +108,20 @@ class PlausibleDateMinuteParameter(_Plausible, luigi.DateMinuteParameter):
     example = "2026-11-24T0315"
 
 
+class RegisteredVersionParameter(luigi.IntParameter):
+    """A version of [models] registered_model; one the registry does not have is refused."""
+
+    def normalize(self, x: Any) -> int:
+        from jobs.domain.registry import RegistryError, version
+
+        number = int(x)
+        try:
+            version(models().store(), number)
+        except RegistryError as unknown:
+            raise ParameterError(f"--version {number}: {unknown}") from None
+        return number
+
+
 def inside_root(path: Path) -> Path:
     """`path`, if it stays in the data root once `..` is resolved (symlinks the site made, e.g. a
     landing share mounted below the root, are trusted); else a ParameterError."""
@@ -133,3 +148,22 @@ def report_in_one_line() -> None:
     logger = logging.getLogger("luigi-interface")
     if not any(isinstance(f, _OneLine) for f in logger.filters):
         logger.addFilter(_OneLine())
+
+
+def exact_options() -> None:
+    """Make luigi's command line take whole option names only (idempotent). argparse accepts a
+    prefix of an option by default, and while luigi has not found the root task yet `--version`
+    (ValidateCandidate's) is an ambiguous prefix of the [versions] options (`--versions-score` ...)."""
+    from luigi.cmdline_parser import CmdlineParser
+
+    build = CmdlineParser._build_parser
+    if getattr(build, "exact", False):
+        return
+
+    def exact(root_task: Any = None, help_all: bool = False) -> argparse.ArgumentParser:
+        parser = build(root_task=root_task, help_all=help_all)
+        parser.allow_abbrev = False
+        return parser
+
+    exact.exact = True  # type: ignore[attr-defined]
+    CmdlineParser._build_parser = staticmethod(exact)

@@ -183,7 +183,9 @@ class models(luigi.Config):  # noqa: N801
     def model_name(self) -> str:
         """[models] registered_model, checked: it names folders below the data root too."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model):
-            raise ValueError(f"[models] registered_model {self.registered_model!r}: letters, digits, _ . - only")
+            raise ValueError(
+                f"[models] registered_model {self.registered_model!r}: letters, digits, _ . - only"
+            )
         return self.registered_model
 
     def store(self) -> Store:
