@@ -156,7 +156,7 @@ def test_the_script_refuses_a_retired_or_unknown_version_in_one_line(root: Path,
     assert "no version 9" in one_line(capsys.readouterr().err)
     assert run_main(root, "reject", "1", "--by", "ana") == 2
     assert one_line(capsys.readouterr().err) == (
-        "scripts/models reject: version 1 is champion, not awaiting approval or approved or rolling out"
+        "scripts/models reject: version 1 is champion, not awaiting approval, approved or rolling out"
     )
     assert snapshot(store) == before
 

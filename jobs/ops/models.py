@@ -52,7 +52,8 @@ def _event(store: Store, action: str, number: int, by: str, note: str, today: dt
 
 def _require_state(record: dict[str, Any], allowed: Sequence[str]) -> None:
     if record["state"] not in allowed:
-        wanted = " or ".join(s.replace("_", " ") for s in allowed)
+        names = [s.replace("_", " ") for s in allowed]
+        wanted = " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
         raise RegistryError(f"version {record['version']} is {record['state']}, not {wanted}")
 
 
