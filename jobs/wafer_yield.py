@@ -439,7 +439,7 @@ class ValidateCandidate(StageTask):
     version = luigi.IntParameter(description="a version of the registered model")
 
     def partition(self) -> str:
-        return f"version={self.version}"
+        return f"model={models().model_name()}/version={self.version}"
 
     def day(self) -> dt.date:
         """The day the version is validated for; its decision takes effect that day."""

@@ -4,9 +4,6 @@ registry, on synthetic feature tables whose answers are known."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -184,81 +181,6 @@ def test_the_same_data_and_settings_give_the_same_model_bytes(tmp_path: Path, tr
     assert ym.load_model(tmp_path / "b").meta == saved[1]["meta"]
     other = ym.save_model(ym.train_model(train, features, SMALL, seed=1), tmp_path / "c")
     assert other["sha256"] != saved[0]["sha256"]  # the sha256 does tell models apart
-
-
-@pytest.fixture()
-def two_models(tmp_path: Path, forest: ym.YieldModel) -> tuple[Path, Path]:
-    ym.save_model(forest, tmp_path / "a")
-    ym.save_model(replace(forest, prior=forest.prior / 2), tmp_path / "b")  # other bytes, other sha256
-    return tmp_path / "a", tmp_path / "b"
-
-
-def stored(registry: Path, folder: Path) -> str:
-    """Where the registry keeps its copy of the model saved in `folder`."""
-    return str(registry / "models" / json.loads((folder / "model.json").read_text())["sha256"])
-
-
-def test_promote_and_rollback(tmp_path: Path, two_models: tuple[Path, Path]) -> None:
-    registry, (a, b) = tmp_path / "registry", two_models
-    assert ym.production(registry) is None
-    ym.promote(registry, a, {"date": "2026-11-15"})
-    ym.promote(registry, b, {"date": "2026-11-16"})
-    now = ym.production(registry)
-    assert now["model"] == stored(registry, b) and now["record"] == {"date": "2026-11-16"}
-    assert [p["model"] for p in now["previous"]] == [stored(registry, a)]
-    back = ym.rollback(registry)
-    assert back["model"] == stored(registry, a) and ym.production(registry) == back
-    assert back["record"] == {"date": "2026-11-15"} and back["previous"] == []
-    history = [json.loads(line) for line in (registry / "history.jsonl").read_text().splitlines()]
-    assert [h["event"] for h in history] == ["promote", "promote", "rollback"]
-    assert history[2]["from"] == stored(registry, b) and history[2]["model"] == stored(registry, a)
-    with pytest.raises(LookupError, match="no previous production model"):
-        ym.rollback(registry)
-    assert not [p for p in registry.iterdir() if p.name.endswith(".tmp")]  # no temporary left
-
-
-def test_promote_replaces_the_pointer_atomically(
-    tmp_path: Path, two_models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    registry, (a, b) = tmp_path / "registry", two_models
-    ym.promote(registry, a, {"date": "1"})
-    before = (registry / "production.json").read_bytes()
-
-    def crash(source: str, target: str) -> None:
-        raise OSError("disk gone")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk gone"):
-        ym.promote(registry, b, {"date": "2"})
-    monkeypatch.undo()
-    assert (registry / "production.json").read_bytes() == before  # the old pointer, whole
-    assert not [p for p in registry.iterdir() if p.name.endswith(".tmp")]
-    with pytest.raises(FileNotFoundError, match="not a saved model"):
-        ym.promote(registry, tmp_path, {})
-
-
-def test_the_registry_keeps_its_own_copies_and_its_history_whole(
-    tmp_path: Path, two_models: tuple[Path, Path], forest: ym.YieldModel
-) -> None:
-    registry, (a, b) = tmp_path / "registry", two_models
-    ym.promote(registry, a, {"date": "1"})
-    ym.promote(registry, b, {"date": "2"})
-    shutil.rmtree(a)  # the training folder replaced by a rerun that trained something else
-    ym.save_model(replace(forest, prior=0.5), a)
-    back = ym.rollback(registry)
-    assert ym.load_model(Path(back["model"])).prior == forest.prior  # the model that was promoted
-    # a kill between writing the pointer and its history line: the next change records it first
-    history = registry / "history.jsonl"
-    ym.promote(registry, b, {"date": "3"})
-    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
-    kept = ym.promote(registry, a, {"date": "4"}, unless=lambda current: current["record"]["date"] >= "3")
-    assert kept == ym.production(registry) and kept["record"] == {"date": "3"}  # not replaced
-    events = [json.loads(line) for line in history.read_text().splitlines()]
-    assert [(e["event"], e.get("record", {}).get("date")) for e in events] == [
-        ("promote", "1"), ("promote", "2"), ("rollback", None), ("recovered", "3"),
-    ]  # fmt: skip
-    every = [kept, *kept["previous"]]
-    assert all((Path(p["model"]) / "model.joblib").is_file() for p in every)
 
 
 def test_model_features_keep_the_join_key(forest: ym.YieldModel) -> None:

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import luigi
+import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 from luigi.tools.range import RangeDaily
 
-from jobs.domain.model import load_model, production
+from jobs.domain import registry
 from jobs.files import read_json
 from jobs.ops.alerts import read_alerts
 from jobs.pipeline.lookback import RangeOutsideLookBack
@@ -30,20 +31,22 @@ from jobs.wafer_yield import (
     FabDayLanded,
     Features,
     IngestFab,
+    Lifecycle,
     QualityGate,
     Score,
     Train,
+    ValidateCandidate,
     WaferYieldDaily,
     YieldReport,
     landing_day,
-    registry,
+    store,
 )
 from tests.helpers import luigi_settings
 
 FIRST = dt.date(2026, 11, 10)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range(7)]
 GAP = DAYS[2:4]
-SETTINGS = {"wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000}}
+SETTINGS = {"wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000}, "models": {"auto_approve": True}}
 
 
 def run(*tasks: luigi.Task, workers: int = 2) -> LuigiStatusCode:
@@ -90,23 +93,33 @@ def test_the_week_decides_every_day(week: Path) -> None:
     decisions = {d: Deploy(date=d).manifest() for d in DAYS}
     assert decisions[DAYS[0]]["decision"] == "skipped: insufficient data (0 labelled days < 2)"
     assert decisions[DAYS[1]]["decision"] == "skipped: insufficient data (1 labelled days < 2)"
-    assert decisions[DAYS[2]]["decision"] == "deployed"  # the first model: trained on day 1, held out day 2
-    assert {decisions[d]["decision"] for d in DAYS[3:]} <= {"deployed", "kept champion"}
+    # the first model (trained on day 1, held out day 2) is version 1; one version a day after it
+    assert [decisions[d]["version"] for d in DAYS[2:]] == [1, 2, 3, 4, 5]
+    assert {decisions[d]["decision"] for d in DAYS[2:]} <= {"won", "lost"}
     for day in DAYS[2:]:
         trained = Train(date=day).manifest()
         assert trained["status"] == "trained" and trained["holdout_day"] < str(day)
         assert all(d < trained["holdout_day"] for d in trained["train_days"])
-        validated = Deploy(date=day).manifest()["candidate"]
-        assert 0.6 < validated["auc"] <= 1 and validated["accuracy"] >= 0.9
-    # the production pointer names the newest deployed model, and its bytes match its sha256
-    newest = max(d for d in DAYS if decisions[d]["decision"] == "deployed")
-    current = production(registry())
-    assert current["record"]["date"] == str(newest)
-    assert load_model(Path(current["model"])).features == Train(date=newest).manifest()["model"]["features"]
-    # scoring: predictions and wafer forecasts from the first day with a production model on
+    plans = {d: Lifecycle(date=d).manifest() for d in DAYS}
+    assert plans[DAYS[1]]["champion"] is None and plans[DAYS[2]]["champion"] == 1  # auto-approved: serves
+    with luigi_settings(paths={"root": week}, **SETTINGS):
+        assert registry.aliases(store()).get("champion") == plans[DAYS[-1]]["champion"]
+        first = registry.version(store(), 1)
+        assert first["tags"]["trained_for"] == str(DAYS[2]) and first["tags"]["approved_by"] == "auto_approve"
+        validation = read_json(ValidateCandidate(version=1).folder() / "validation.json")
+        assert 0.6 < validation["candidate"]["holdout"]["auc"] <= 1 and validation["holdout_day"] == str(
+            DAYS[1]
+        )
+    # scoring: from the first day with a champion on, each row says which version served it
     for day in set(DAYS) - set(GAP):
         scored = Score(date=day).manifest()
         assert scored["status"] == ("scored" if day >= DAYS[2] else "no production model")
+    predictions = pd.read_parquet(Score(date=DAYS[-1]).folder() / "predictions.parquet")
+    plan = plans[DAYS[-1]]
+    assert set(predictions["model_version"]) <= {plan["champion"], plan["challenger"]}
+    assert (predictions["champion_version"] == plan["champion"]).all()
+    if plan["challenger"] is not None:  # shadow-scored: the challenger's p_fail beside the champion's
+        assert predictions["p_fail_challenger"].notna().all()
 
 
 def test_offline_fab_is_recorded_alerted_and_the_day_goes_on(week: Path) -> None:
@@ -158,15 +171,17 @@ def test_range_daily_backfills_the_gap_and_only_the_gap(week: Path) -> None:
 def test_a_version_bump_reruns_that_stage_and_downstream_only(week: Path) -> None:
     with luigi_settings(paths={"root": week}, **SETTINGS):
         upstream = {stage: mtimes(stage_dir(stage)) for stage in ("ingest", "features", "train", "deploy")}
-        old_scores = stage_dir("score")
-        with luigi_settings(versions={"score": 2}):
-            assert stage_dir("score") != old_scores and not WaferYieldDaily(date=DAYS[-1]).complete()
+        old = {stage: stage_dir(stage) for stage in ("score", "report", "daily")}
+        events = registry.history(store())
+        with luigi_settings(versions={"score": 3}):
+            assert all(stage_dir(stage) != folder for stage, folder in old.items())
+            assert not WaferYieldDaily(date=DAYS[-1]).complete()
             assert build(week_range())
             assert {stage: mtimes(stage_dir(stage)) for stage in upstream} == upstream
             assert all(Score(date=d).complete() for d in DAYS)
             assert all(YieldReport(date=d).complete() for d in DAYS)  # downstream of Score: re-rendered
-            assert YieldReport(date=DAYS[-1]).folder().parent.name.endswith(".2.1")  # score 2, report 1
-            assert Path(WaferYieldDaily(date=DAYS[-1]).output().path).parent.parent.name.endswith(".2.1.1")
+            # the lifecycle is recomputed from the registry's events: the same plans, no new event
+            assert registry.history(store()) == events
 
 
 def test_too_few_devices_skip_training_with_an_alert(week: Path) -> None:
@@ -177,24 +192,25 @@ def test_too_few_devices_skip_training_with_an_alert(week: Path) -> None:
         assert build(Deploy(date=DAYS[2]))
         decision = Deploy(date=DAYS[2]).manifest()
         assert decision["decision"].startswith("skipped: insufficient data (")
-        assert decision["decision"].endswith(" < 100000 devices)") and not decision["pointer_moved"]
+        assert decision["decision"].endswith(" < 100000 devices)") and decision["version"] is None
         alerts = read_alerts(week / "alerts" / "alerts.jsonl")
         assert any("< 100000 devices" in a["message"] for a in alerts)
 
 
-def test_a_candidate_that_is_not_better_keeps_the_champion(week: Path) -> None:
-    pointer = (week / "models" / "registry" / "production.json").read_bytes()
-    with (
-        luigi_settings(paths={"root": week}, versions={"deploy": 2}, **SETTINGS),
-        luigi_settings(wafer_yield={"auc_margin": 1.0}),
-    ):
-        assert build(Deploy(date=DAYS[3]))
-        assert Deploy(date=DAYS[2]).manifest()["decision"] == "deployed"  # no champion yet
-        kept = Deploy(date=DAYS[3]).manifest()
-        assert kept["decision"] == "kept champion" and "does not beat the champion" in kept["why"]
-        assert kept["production_after"]["date"] == str(DAYS[2])
-    # re-deciding old days never rolls production back past a newer day's model
-    assert (week / "models" / "registry" / "production.json").read_bytes() == pointer
+def test_a_candidate_that_is_not_better_is_kept_out(week: Path) -> None:
+    """Decided again into a registered model of its own: the week's registry is left alone."""
+    with luigi_settings(paths={"root": week}, **SETTINGS):
+        aliases, events = registry.aliases(store()), registry.history(store())
+        with luigi_settings(
+            models={"registered_model": "wafer_yield_MARGIN"}, wafer_yield={"auc_margin": 1.0}
+        ):
+            assert build(Lifecycle(date=DAYS[3]))
+            assert Deploy(date=DAYS[2]).manifest()["decision"] == "won"  # no champion yet
+            kept = Deploy(date=DAYS[3]).manifest()
+            assert kept["decision"] == "lost" and "does not beat the champion" in kept["why"]
+            assert Lifecycle(date=DAYS[3]).manifest()["champion"] == 1
+            assert registry.version(store(), 2)["state"] == "retired"
+        assert (registry.aliases(store()), registry.history(store())) == (aliases, events)
 
 
 def test_a_failed_quality_gate_stops_training(tmp_path: Path) -> None:

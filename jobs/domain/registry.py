@@ -16,6 +16,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +48,7 @@ STATES = (
     "replaced",  # was champion; a newer one took over
 )
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model fetched
 for _name in ("mlflow", "alembic"):  # their INFO lines (database set-up, migrations) are noise here
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -355,10 +357,10 @@ def actions_for(store: Store, day: str) -> list[dict[str, Any]]:
 
 
 def mirror(store: Store, change: Change, day: str) -> bool:
-    """Make the registry show a day's plan, unless a later day already did (a backfill never
-    moves the aliases backwards). Lock held. Whether it did."""
+    """Make the registry show a day's plan, unless this day or a later one already did (a
+    backfill never moves the aliases backwards). Lock held. Whether it did."""
     last = last_day(store)
-    if last is not None and day < last:
+    if last is not None and day <= last:
         return False
     apply(store, replace(change, model_tags={**change.model_tags, LAST_DAY: day}))
     return True

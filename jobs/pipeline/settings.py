@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 import luigi
@@ -179,13 +180,19 @@ class models(luigi.Config):  # noqa: N801
         default=7, description="days of predictions that newly landed labels are matched to"
     )
 
+    def model_name(self) -> str:
+        """[models] registered_model, checked: it names folders below the data root too."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model):
+            raise ValueError(f"[models] registered_model {self.registered_model!r}: letters, digits, _ . - only")
+        return self.registered_model
+
     def store(self) -> Store:
         """The registry of this data root: [models] tracking_uri, or the embedded local store."""
         root = paths().root_path()
         lock = root / "locks" / "registry.lock"
         if self.tracking_uri:
-            return Store(self.tracking_uri, self.registered_model, lock)
-        return local_store(root / "registry", self.registered_model, lock)
+            return Store(self.tracking_uri, self.model_name(), lock)
+        return local_store(root / "registry", self.model_name(), lock)
 
     def rules(self, settings: wafer_yield) -> LifecycleRules:
         return LifecycleRules(

@@ -1,5 +1,6 @@
 """Faults that damage the floor the way real ones do: the grammar (KIND:FAB:DATE[..DATE][:PARAM]),
-each kind (file, content, clock, program, results and measurement faults) and which fab-days they hit.
+each kind (file, content, clock, program, results, measurement and mechanism faults) and which
+fab-days they hit.
 
 See jobs/simulation/README.md for what each kind does and records in truth/faults.json.
 """
@@ -93,6 +94,7 @@ OUTLIER_DIES = 20  # outlier: dies reading an impossible value, by default
 OUTLIER_FACTOR = 1e9  # outlier: the value read is this times the test's nominal value
 DRIFT_FAMILY = "VTH_N_PM"  # drift: the family of tests that reads shifted values
 DRIFT_SIGMAS = 1.5  # drift: the shift, by default, in the family's sigmas
+SHIFT_STRENGTH = 1.0  # shift: how far final-test failure moves to the shifted mechanism, by default
 
 
 @dataclass
@@ -242,7 +244,8 @@ class FaultKind:
     # "day" (whole fab-day), "clock" (time fields), "program" (names and units the wafer-sort files
     # are written with), "structure" (how every wafer-sort file of the fab-day writes its parts),
     # "content" (bytes before compression), "file", "results" (what one wafer
-    # file's dies measured), "measurement" (what every wafer-sort file of the fab-day measured)
+    # file's dies measured), "measurement" (what every wafer-sort file of the fab-day measured),
+    # "mechanism" (how final-test failure of the dies sorted that fab-day follows from wafer sort)
     target: str
     apply: Callable[..., Any] | None = None
     param: str | None = None  # what the optional :PARAM means, if the kind takes one
@@ -256,6 +259,10 @@ def _whole(value: float) -> str | None:
 
 def _sigmas(value: float) -> str | None:
     return None if np.isfinite(value) and value != 0 else "must be a finite number of sigmas other than 0"
+
+
+def _strength(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be a strength above 0 and at most 1"
 
 
 # Add a kind here: "content" faults get (content, record offsets, rng) and return (content, details);
@@ -315,6 +322,14 @@ FAULT_KINDS: dict[str, FaultKind] = {
         param=f"sigmas, may be negative (default {DRIFT_SIGMAS:g})",
         check=_sigmas,
     ),
+    "shift": FaultKind(
+        "a process shift: final-test failure of the dies sorted those days follows another mechanism"
+        " (high RCONT_M*, fast FMAX_RO*, the reliability factor's sign flipped; more failures), while"
+        " wafer sort measures as before (measure.py shifted_ft_terms; the truth and oracle follow it)",
+        "mechanism",
+        param=f"strength, above 0 and at most 1 (default {SHIFT_STRENGTH:g}: the shifted mechanism alone)",
+        check=_strength,
+    ),
 }
 FAULT_GRAMMAR = "KIND:FAB:DATE[..DATE][:PARAM], comma-separated; KIND one of " + ", ".join(FAULT_KINDS)
 
@@ -371,6 +386,15 @@ def clock_shift(faults: Sequence[Fault], fab: str, day: dt.date) -> tuple[int, F
 def dialect_fault(faults: Sequence[Fault], fab: str, day: dt.date) -> Fault | None:
     """The dialect fault (if any) under which a fab writes its wafer-sort files that day."""
     return next((f for f in faults if f.kind == "dialect" and f.covers(fab, day)), None)
+
+
+def process_shift(faults: Sequence[Fault], fab: str, day: dt.date) -> tuple[float, Fault | None]:
+    """How far final-test failure of the dies a fab sorts that day has moved to the shifted
+    mechanism (shift fault; 0: not at all), and the fault."""
+    for fault in faults:
+        if fault.kind == "shift" and fault.covers(fab, day):
+            return SHIFT_STRENGTH if fault.param is None else fault.param, fault
+    return 0.0, None
 
 
 def measurement_faults(faults: Sequence[Fault], fab: str, day: dt.date) -> list[Fault]:

@@ -83,11 +83,14 @@ def sort_wafer(
     shift: int,
     dialect: bool = False,
     faults: Sequence[Fault] = (),
+    process_shift: float = 0.0,
 ) -> SortedWafer:
     """Test one wafer: the STDF stream and what final test needs about its good dies. With
     `dialect` the stream is written in the fab's own test-program dialect (`dialect_program`);
     the dies, results and bins are the same. Results `faults` (missing, outlier, drift) change
-    what the stream says (`damage_wafer`), not the dies, their final test or the truth."""
+    what the stream says (`damage_wafer`), not the dies, their final test or the truth. A
+    `process_shift` (the shift fault's strength) changes how the good dies' chance to fail final
+    test follows from their results (`ft_fail_probability`), not the stream."""
     rng = np.random.default_rng([seed, fab_index(fab), day.toordinal(), plan.lot_index, plan.wafer, 0])
     tester, program = FABS[fab].testers[plan.tester], wafer_sort_program(scale.n_ptr)
     written = dialect_program(scale.n_ptr) if dialect else program
@@ -102,7 +105,7 @@ def sort_wafer(
     passed, value = first.passed.copy(), first.value.copy()
     passed[again], value[again] = second.passed, second.value
     p_fail, causes = ft_fail_probability(
-        program, value, dies, neighbour_fail_share(dies.x, dies.y, ~passed), scale.wafer_radius
+        program, value, dies, neighbour_fail_share(dies.x, dies.y, ~passed), scale.wafer_radius, process_shift
     )
     duration = min(test_seconds(parts), plan.slot_length - 60)
     start = plan.slot_start + int(rng.uniform(0, max(plan.slot_length - 60 - duration, 1)))

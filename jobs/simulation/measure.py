@@ -132,14 +132,21 @@ def key_test_z(program: Program, value: np.ndarray, name: str) -> np.ndarray:
 
 
 def ft_fail_probability(
-    program: Program, value: np.ndarray, dies: Die, neighbours: np.ndarray, radius: float
+    program: Program,
+    value: np.ndarray,
+    dies: Die,
+    neighbours: np.ndarray,
+    radius: float,
+    shift: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The true chance that a die which passed wafer sort fails final test, and the main causes.
 
     Nonlinear in three wafer-sort results (IDDQ leakage, ring-oscillator speed, threshold
     voltage), plus the neighbourhood (failing neighbours, local defect density, edge) and the
     hidden reliability factor. Returns p and the (parts, 3) weights of leakage, speed and
-    functional/reliability causes, used to pick the test a failing part fails.
+    functional/reliability causes, used to pick the test a failing part fails. With `shift`
+    (the `shift` fault's strength, 0..1) the logit and the causes move that far towards the
+    shifted mechanism (`shifted_ft_terms`).
     """
     z_iddq = key_test_z(program, value, "IDDQ_V1")
     z_fmax = key_test_z(program, value, "FMAX_RO1")
@@ -151,8 +158,36 @@ def ft_fail_probability(
         2.0 * neighbours + 6.4 * dies.density + 0.95 * np.exp(-edge_distance / 1.5) + 0.9 * dies.latent[:, 4]
     )
     logit = PROCESS.ft_base_logit + leakage + speed + other
-    causes = np.stack([leakage, speed, np.maximum(other, 0)], axis=1) + 0.05
+    causes = np.stack([leakage, speed, np.maximum(other, 0)], axis=1)
+    if shift:
+        shifted_logit, shifted_causes = shifted_ft_terms(program, value, dies, neighbours)
+        logit = (1 - shift) * logit + shift * shifted_logit
+        causes = (1 - shift) * causes + shift * shifted_causes
+    causes += 0.05
     return np.exp(-np.logaddexp(0, -logit)), causes / causes.sum(axis=1, keepdims=True)  # sigmoid
+
+
+SHIFTED_BASE_LOGIT = PROCESS.ft_base_logit + 0.5  # with the terms: ~12% of dies fail final test, not ~6%
+
+
+def shifted_ft_terms(
+    program: Program, value: np.ndarray, dies: Die, neighbours: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Final-test failure after a process shift (the `shift` fault): the logit and the causes.
+
+    Another mechanism dominates: high contact resistance (RCONT_M1, unused before), fast dies
+    (FMAX_RO1 high: the speed dependency's sign flipped) and the hidden reliability factor
+    with its sign flipped (dies the stress screen passed as robust now fail); leakage, the
+    threshold voltage and the edge no longer matter, and defects (failing neighbours, density)
+    half as much. A model of the old mechanism ranks these dies about at chance (AUC ~0.5).
+    """
+    z_rcont = key_test_z(program, value, "RCONT_M1")
+    z_fmax = key_test_z(program, value, "FMAX_RO1")
+    contact = 2.5 * np.logaddexp(0, 2.5 * (z_rcont - 1.4))
+    fast = 1.2 * np.maximum(z_fmax - 0.4, 0) ** 2
+    other = 1.0 * neighbours + 3.2 * dies.density - 1.1 * dies.latent[:, 4]
+    causes = np.stack([np.zeros_like(fast), fast, contact + np.maximum(other, 0)], axis=1)
+    return SHIFTED_BASE_LOGIT + contact + fast + other, causes
 
 
 def final_test_results(

@@ -23,6 +23,7 @@ from jobs.simulation.faults import (
     ft_landing_day,
     is_offline,
     measurement_faults,
+    process_shift,
 )
 from jobs.simulation.floor import FABS, PRESETS, Scale, WaferPlan, epoch, fab_index, lot_base, plan_day
 from jobs.simulation.insertions import final_test_lot, sort_wafer
@@ -69,6 +70,7 @@ def simulate_fab_day(run: Run, fab: str, day: dt.date) -> list[dict]:
         merge_measurement_entries(entries)
         + _localtime_entries(run, fab, day, wafer_files, ft_files)
         + _dialect_entries(run, fab, day, wafer_files)
+        + _shift_entries(run, fab, day, ft_files, truth)
     )
 
 
@@ -82,7 +84,8 @@ def land_wafer(
     base = lot_base(run.seed, fab, day, plan.lot_index)
     damaging = [f for f in faults if FAULT_KINDS[f.kind].target == "results"]
     damaging += measurement_faults(run.faults, fab, day)
-    wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect, damaging)
+    strength, _ = process_shift(run.faults, fab, day)  # the wafer-sort day's, whenever final test runs
+    wafer = sort_wafer(run.seed, fab, day, plan, run.scale, base, shift, dialect, damaging, strength)
     path = run.root / "landing" / fab / day.isoformat() / f"{plan.lot}_{plan.wafer:02d}.stdf.gz"
     content, offsets, entries = wafer.content, wafer.offsets, []
     for fault in (f for f in run.faults if FAULT_KINDS[f.kind].target == "structure" and f.covers(fab, day)):
@@ -131,6 +134,29 @@ def _dialect_entries(run: Run, fab: str, day: dt.date, wafer_files: list[Path]) 
         return []
     return [
         fault_entry(run.root, fab, day, fault, None, **dialect_mapping(run.scale.n_ptr), files=wafer_files)
+    ]
+
+
+def _shift_entries(run: Run, fab: str, day: dt.date, ft_files: list[Path], truth: dict) -> list[dict]:
+    """One faults.json entry per fab-day sorted under a process shift: its strength, the truth
+    file and the final-test files whose outcomes follow the shifted mechanism, and their figures."""
+    strength, fault = process_shift(run.faults, fab, day)
+    if fault is None:
+        return []
+    failed, p_fail = truth.get("ft_failed", np.zeros(0, bool)), truth.get("p_fail_true", np.zeros(0))
+    return [
+        fault_entry(
+            run.root,
+            fab,
+            day,
+            fault,
+            run.root / "truth" / fab / f"{day.isoformat()}.parquet",
+            strength=strength,
+            files=ft_files,
+            dies=len(failed),
+            ft_failed=int(failed.sum()),
+            mean_p_fail_true=round(float(p_fail.mean()), 6) if len(p_fail) else None,
+        )
     ]
 
 

@@ -64,6 +64,7 @@ def _faults_help() -> str:
     lines.append(
         "         --faults missing:fab1:2026-11-17:5,outlier:fab2:2026-11-18,drift:fab3:2026-11-19:-2"
     )
+    lines.append("         --faults shift:fab1:2026-11-19..2026-11-30,shift:fab2:2026-11-19..2026-11-30:0.5")
     return "\n".join(lines)
 
 

@@ -155,6 +155,12 @@ def write_truth_readme(root: Path, faults: list[dict]) -> None:
             "the dies, their final test and the truth here are those of the run without it.",
             "",
         ]
+    if any(e["kind"] == "shift" for e in faults):
+        lines[-2:-2] = [
+            "A `shift` fault changes how final test fails: for the dies sorted on its fab-days the truth",
+            "here (p_fail_true, ft_failed) and oracle.json follow the shifted mechanism.",
+            "",
+        ]
     for e in faults or [{"kind": "none"}]:
         if e["kind"] == "none":
             lines.append("None.")
@@ -177,6 +183,11 @@ def write_truth_readme(root: Path, faults: list[dict]) -> None:
             lines.append(
                 f"- {e['date']} {e['fab']}: drift {e['family']}* {e['shift_sigmas']:+g} sigma in"
                 f" {len(e['files'])} wafer-sort file(s) (see faults.json)"
+            )
+        elif e["kind"] == "shift":
+            lines.append(
+                f"- {e['date']} {e['fab']}: shift (strength {e['strength']:g}) of final test:"
+                f" {e['ft_failed']} of {e['dies']} dies failed, in {len(e['files'])} final-test file(s)"
             )
         elif e["kind"] == "dialect":
             units = ", ".join(f"{p} {a}->{b} x{f:g}" for p, (a, b, f) in e["units"].items())
