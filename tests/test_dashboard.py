@@ -250,7 +250,8 @@ MODEL_DAYS = [
     lifecycle_run("2026-11-13", "2D1min", 1, challenger=2, challenger_state="approved"),
     validation_run(3, "2026-11-14", "3D", "lost", 0.60, 0.81),
     validation_run(3, "2026-11-14", "3D2min", "lost", 0.70, 0.81),  # validated again: the latest counts
-    lifecycle_run("2026-11-14", "3D3min", 1, [{"action": "rollout", "version": 2, "share": 0.1}],
+    lifecycle_run("2026-11-14", "3D3min", 1, [{"action": "rollout", "version": 2, "share": 0.1},
+                                              {"action": "kept out", "version": 3}],
                   challenger=2, challenger_state="rolling_out", rollout_share=0.1),
     lifecycle_run("2026-11-15", "4D", 1, challenger=2, challenger_state="rolling_out", rollout_share=0.5),
     lifecycle_run("2026-11-16", "5D", 2, [{"action": "champion", "version": 2}]),
@@ -258,7 +259,9 @@ MODEL_DAYS = [
     validation_run(4, "2026-11-17", "6D1min", "won", 0.86, 0.83),
     lifecycle_run("2026-11-17", "6D2min", 1, [{"action": "rolled back", "version": 2, "to": 1}],
                   challenger=4, challenger_state="awaiting_approval"),
-    lifecycle_run("2026-11-18", "7D", 1, challenger=4, challenger_state="rolling_out", rollout_share=0.1),
+    validation_run(5, "2026-11-18", "7D", "won", 0.87, 0.83),
+    lifecycle_run("2026-11-18", "7D1min", 1, [{"action": "kept out", "version": 5}],
+                  challenger=4, challenger_state="rolling_out", rollout_share=0.1),
     lifecycle_run("2026-11-19", "8D", 1, [{"action": "rollout stopped", "version": 4, "share": 0.1}]),
 ]  # fmt: skip
 
@@ -272,11 +275,12 @@ def test_model_days_show_who_serves_rollbacks_stopped_rollouts_and_candidate_auc
     assert table["rollout_share"].tolist() == [0, 0, 0, 0.1, 0.5, 0, 0, 0.1, 0]
     assert table["rolled_back"].tolist() == [""] * 6 + ["v2 -> v1", "", ""]
     assert table["rollout_stopped"].tolist() == [""] * 8 + ["v4"]
+    assert table["kept_out"].tolist() == ["", "", "", "v3", "", "", "", "v5", ""]
     validated = table[table["candidate"].notna()]
-    assert validated["candidate"].tolist() == [1, 2, 3, 4]
-    assert validated["decision"].tolist() == ["won", "won", "lost", "won"]
-    assert validated["candidate_auc"].tolist() == [0.80, 0.84, 0.70, 0.86]
-    assert validated["champion_auc"].tolist()[1:] == [0.80, 0.81, 0.83]
+    assert validated["candidate"].tolist() == [1, 2, 3, 4, 5]
+    assert validated["decision"].tolist() == ["won", "won", "lost", "won", "won"]
+    assert validated["candidate_auc"].tolist() == [0.80, 0.84, 0.70, 0.86, 0.87]
+    assert validated["champion_auc"].tolist()[1:] == [0.80, 0.81, 0.83, 0.83]
     assert np.isnan(validated["champion_auc"].iloc[0])  # the first model had no champion to beat
     assert model_auc(no_runs()).empty
 
@@ -288,7 +292,10 @@ def test_model_days_show_who_serves_rollbacks_stopped_rollouts_and_candidate_auc
     assert [t.get_text() for t in serving.get_legend().get_texts()] == [
         "v1", "v2", "v4", "rolled back", "rollout stopped"
     ]  # fmt: skip
-    assert {t.get_text() for t in auc.texts} == {"v1 0.800", "v2 0.840", "v3 0.700", "v4 0.860"}
+    assert {t.get_text() for t in auc.texts} == {"v1 0.800", "v2 0.840", "v3 0.700", "v4 0.860", "v5 0.870"}
+    assert [t.get_text() for t in auc.get_legend().get_texts()] == [
+        "champion (holdout)", "candidate won", "candidate won, kept out (a rollout ran)", "candidate lost"
+    ]  # fmt: skip
     (tmp_path / "model_auc.png").write_bytes(pages.png(drawn))
     assert_real_png(tmp_path / "model_auc.png")
 

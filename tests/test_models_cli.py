@@ -156,7 +156,7 @@ def test_the_script_refuses_a_retired_or_unknown_version_in_one_line(root: Path,
     assert "no version 9" in one_line(capsys.readouterr().err)
     assert run_main(root, "reject", "1", "--by", "ana") == 2
     assert one_line(capsys.readouterr().err) == (
-        "scripts/models reject: version 1 is champion, not awaiting approval or approved or rolling out"
+        "scripts/models reject: version 1 is champion, not awaiting approval, approved or rolling out"
     )
     assert snapshot(store) == before
 
@@ -265,6 +265,9 @@ def test_a_missing_root_or_registry_server_is_one_line_and_exit_1(tmp_path: Path
         == f"scripts/models: no model registry at {tmp_path}/registry/mlflow.db"
     )
     assert not (tmp_path / "registry").exists()
+    with luigi_settings(models={"registered_model": "../elsewhere"}):
+        assert run_main(tmp_path, "list") == 1
+    assert "registered_model '../elsewhere'" in one_line(capsys.readouterr().err)
     config = tmp_path / "luigi.cfg"
     config.write_text(
         f"[paths]\nroot = {tmp_path}\n[models]\ntracking_uri = http://127.0.0.1:{free_port()}\n"

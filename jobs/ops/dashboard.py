@@ -385,11 +385,17 @@ def _candidate_auc(ax: Axes, models: pd.DataFrame) -> None:
         pages.no_data(ax, "no validated candidates in this window")
         return
     ax.plot(validated["date"], validated["champion_auc"], "s--", color="#7f7f7f", label="champion (holdout)")
-    for decision, (marker, color) in {"won": ("o", "#2ca02c"), "lost": ("o", "#d62728")}.items():
-        rows = validated[validated["decision"] == decision]
-        if len(rows):
-            ax.scatter(rows["date"], rows["candidate_auc"], marker=marker, s=50, color=color, zorder=3,
-                       label=f"candidate {decision}")  # fmt: skip
+    won = (validated["decision"] == "won").to_numpy()
+    kept_out = np.array([f"v{n}" in kept.split(", ") for n, kept in zip(validated["candidate"],
+                         validated["kept_out"], strict=True)], dtype=bool)  # fmt: skip
+    for label, rows, color, face in (
+        ("candidate won", won & ~kept_out, "#2ca02c", "#2ca02c"),
+        ("candidate won, kept out (a rollout ran)", won & kept_out, "#2ca02c", "none"),
+        ("candidate lost", ~won, "#d62728", "#d62728"),
+    ):
+        if rows.any():
+            ax.scatter(validated["date"][rows], validated["candidate_auc"][rows], s=50, edgecolors=color,
+                       facecolors=face, zorder=3, label=label)  # fmt: skip
     if len(validated) <= 21:
         for row in validated.itertuples():
             if not pd.isna(row.candidate_auc):

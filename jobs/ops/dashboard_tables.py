@@ -188,15 +188,19 @@ def data_volume(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["date", "fab"], ignore_index=True)[columns]
 
 
-MODEL_COLUMNS = ["date", "champion", "challenger", "challenger_state", "rollout_share", "rolled_back",
-                 "rollout_stopped", "candidate", "decision", "candidate_auc", "champion_auc"]  # fmt: skip
+MODEL_COLUMNS = [
+    *("date", "champion", "challenger", "challenger_state", "rollout_share"),
+    *("rolled_back", "rollout_stopped", "kept_out"),
+    *("candidate", "decision", "candidate_auc", "champion_auc"),
+]
 
 
 def model_auc(runs: pd.DataFrame) -> pd.DataFrame:
     """Per day: the serving plan of the Lifecycle run (champion, challenger, its state and rollout
-    share), the rollbacks ("v3 -> v2") and stopped rollouts ("v4") of that day, and the candidate
-    validated for that day (the ValidateCandidate run whose `day` it is: version, decision, its and
-    the champion's holdout AUC). The latest run of a day, and of a version, counts."""
+    share); that day's rollbacks ("v3 -> v2"), stopped rollouts ("v4") and candidates kept out
+    ("v5, v6": they lost, or a rollout was running); and the candidate validated for that day (the
+    ValidateCandidate run whose `day` it is: version, decision, its and the champion's holdout
+    AUC). The latest run of a day, and of a version, counts."""
     done = runs[runs["effective_status"] == "DONE"].sort_values("finished")
     days: dict[str, dict[str, Any]] = {}
     for family, params, fact in zip(done["family"], _json_column(done["params"]), _json_column(done["facts"]),
@@ -215,9 +219,18 @@ def model_auc(runs: pd.DataFrame) -> pd.DataFrame:
         table[column] = table[column].astype("Int64")
     for column in ("rollout_share", "candidate_auc", "champion_auc"):
         table[column] = table[column].astype(float)
-    for column in ("challenger_state", "rolled_back", "rollout_stopped", "decision"):
+    for column in ("challenger_state", "rolled_back", "rollout_stopped", "kept_out", "decision"):
         table[column] = table[column].fillna("").astype(str)
     return table.sort_values("date", ignore_index=True)
+
+
+def _versions(happened: list[dict[str, Any]], action: str) -> str:
+    """The versions an action of a lifecycle day touched: "v4", "v3 -> v2" (a rollback), joined."""
+    return ", ".join(
+        f"v{e['version']}" + (f" -> v{e['to']}" if "to" in e else "")
+        for e in happened
+        if e["action"] == action
+    )
 
 
 def _plan_facts(fact: dict[str, Any]) -> dict[str, Any]:
@@ -227,12 +240,9 @@ def _plan_facts(fact: dict[str, Any]) -> dict[str, Any]:
         "challenger": fact.get("challenger"),
         "challenger_state": fact.get("challenger_state") or "",
         "rollout_share": fact.get("rollout_share", 0.0),
-        "rolled_back": ", ".join(
-            f"v{e['version']} -> v{e['to']}" for e in happened if e["action"] == "rolled back"
-        ),
-        "rollout_stopped": ", ".join(
-            f"v{e['version']}" for e in happened if e["action"] == "rollout stopped"
-        ),
+        "rolled_back": _versions(happened, "rolled back"),
+        "rollout_stopped": _versions(happened, "rollout stopped"),
+        "kept_out": _versions(happened, "kept out"),
     }
 
 

@@ -52,7 +52,8 @@ def _event(store: Store, action: str, number: int, by: str, note: str, today: dt
 
 def _require_state(record: dict[str, Any], allowed: Sequence[str]) -> None:
     if record["state"] not in allowed:
-        wanted = " or ".join(s.replace("_", " ") for s in allowed)
+        names = [s.replace("_", " ") for s in allowed]
+        wanted = " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
         raise RegistryError(f"version {record['version']} is {record['state']}, not {wanted}")
 
 
@@ -272,12 +273,8 @@ def _unreachable(store: Store) -> str | None:
 
 
 # A person waits at the terminal: a registry server that does not answer fails in seconds, not after
-# MLflow's minutes of retries; fetching a model to check it draws no progress bars on stderr.
-MLFLOW_ENVIRONMENT = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
+# MLflow's minutes of retries.
+MLFLOW_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths().root_path().is_dir():
         print(f"scripts/models: no data root at {paths().root_path()}", file=sys.stderr)
         return 1
-    store = models().store()
+    try:
+        store = models().store()
+    except ValueError as refused:  # a [models] setting that names no registered model
+        print(f"scripts/models: {refused}", file=sys.stderr)
+        return 1
     if missing := _unreachable(store):
         print(f"scripts/models: {missing}", file=sys.stderr)
         return 1
