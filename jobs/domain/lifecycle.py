@@ -237,11 +237,13 @@ def registry_change(plan: Plan, happened: list[dict[str, Any]], day: str) -> Cha
     tags: dict[int, dict[str, str]] = {}
     for event in happened:
         if event.get("action") in STATE_OF_ACTION:
+            state = STATE_OF_ACTION[event["action"]]
+            why = str(event.get("why", ""))[:4000]
             tags.setdefault(event["version"], {}).update(
-                state=STATE_OF_ACTION[event["action"]], why=str(event.get("why", ""))[:4000], decided_on=day
+                state=state, why=why, decided_on=day, rollout_share="0"
             )
         if event.get("action") == "champion" and event.get("replaced"):
-            tags.setdefault(event["replaced"], {}).update(state="replaced", decided_on=day)
+            tags.setdefault(event["replaced"], {}).update(state="replaced", decided_on=day, rollout_share="0")
     champion, challenger = plan.get("champion"), plan.get("challenger")
     if champion:
         tags.setdefault(champion["version"], {}).update(state="champion", rollout_share="1.0")
@@ -266,7 +268,7 @@ def _act(plan: Plan, action: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"action": "approved", "version": number, "by": action["by"]}]
     if kind == "reject" and challenger and challenger["version"] == number:
         plan["challenger"] = None
-        return [{"action": "rejected", "version": number, "by": action["by"], "why": action.get("why", "")}]
+        return [{"action": "rejected", "version": number, "by": action["by"], "why": action.get("note", "")}]
     if kind == "promote":
         if challenger and challenger["version"] == number:
             return _crown(plan, f"promoted by {action['by']}")

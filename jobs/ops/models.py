@@ -243,21 +243,29 @@ def _person(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    root = argparse.ArgumentParser(add_help=False)  # --root before or after the subcommand
+    root.add_argument(
+        "--root", type=Path, default=argparse.SUPPRESS, help="data root (default: [paths] root)"
     )
-    parser.add_argument("--root", type=Path, help="data root (default: [paths] root in luigi.cfg)")
+    parser = argparse.ArgumentParser(
+        prog="scripts/models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[root],
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="every version, one line each")
-    commands.add_parser("show", help="everything of a version").add_argument("version", type=int)
-    commands.add_parser("history", help="the registry's events, oldest first")
+    commands.add_parser("list", help="every version, one line each", parents=[root])
+    commands.add_parser("show", help="everything of a version", parents=[root]).add_argument(
+        "version", type=int
+    )
+    commands.add_parser("history", help="the registry's events, oldest first", parents=[root])
     for name, text in (
         ("approve", "approve a version awaiting approval"),
         ("reject", "reject a version awaiting approval, approved or rolling out"),
         ("promote", "make a version the champion now (manual override)"),
         ("rollback", "go back to the champion before the current one"),
     ):
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(name, help=text, parents=[root])
         if name != "rollback":
             command.add_argument("version", type=int)
         command.add_argument("--by", type=_person, required=True, help="who acts (recorded)")
@@ -281,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     for key, value in MLFLOW_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    if args.root:
+    if getattr(args, "root", None):
         import luigi.configuration
 
         luigi.configuration.get_config().set("paths", "root", str(args.root.resolve()))

@@ -2,7 +2,8 @@
 
 Simulates three fabs for a week (a corrupted file, a resent file, a fab offline for a day, and
 on the last day a file with impossible values), runs `RangeDaily --of WaferYieldDaily` over it
-with the local scheduler and prints what was decided each day and why; fills the feature store
+with the local scheduler and prints what was decided each day and why (the model lifecycle with
+auto-approval, and the registry it leaves); fills the feature store
 for the last day with `RangeHourly --of FabMergeHourly` (one line per hour); runs the quality
 monitor over the last day (`RangeByMinutes --of QualityMonitor`), which quarantines the bad
 file; renders the run history (`scripts/dashboard`) and prints what to open next. Data lives
@@ -22,18 +23,20 @@ import luigi
 import luigi.configuration
 from luigi.tools.range import RangeByMinutes, RangeDaily, RangeHourly
 
+from jobs.domain import registry
 from jobs.fab_merge import FabMergeHourly
 from jobs.files import read_json
 from jobs.ops.alerts import alerts_file
 from jobs.ops.dashboard import render as render_dashboard
+from jobs.ops.models import version_table
 from jobs.ops.quarantine import held
 from jobs.pipeline.landing import is_ready
 from jobs.pipeline.settings import merge as merge_settings
-from jobs.pipeline.settings import paths, quality_monitor, wafer_yield
+from jobs.pipeline.settings import models, paths, quality_monitor, wafer_yield
 from jobs.pipeline.stages import stage_dir
 from jobs.quality_monitor import QualityMonitor
 from jobs.simulation.simulate import main as simulate_main
-from jobs.wafer_yield import WaferYieldDaily, YieldReport
+from jobs.wafer_yield import Lifecycle, WaferYieldDaily, YieldReport
 
 FIRST_DAY = dt.date(2026, 11, 14)
 DAYS = 7
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.root:
         luigi.configuration.get_config().set("paths", "root", str(Path(args.root).resolve()))
+    luigi.configuration.get_config().set("models", "auto_approve", "true")  # nobody to ask in a demo
     root = paths().root_path()
     last = args.start + dt.timedelta(days=args.days - 1)
 
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwafer-yield workflow over {args.days} days: {time.perf_counter() - started:.1f} s "
           f"({'ok' if ok else 'FAILED'})\n")  # fmt: skip
     summarize([args.start + dt.timedelta(days=i) for i in range(args.days)])
+    print_registry()
 
     started = time.perf_counter()
     first_hour = dt.datetime.combine(last, dt.time())
@@ -148,10 +153,41 @@ def summarize(days: list[dt.date]) -> None:
             notes.append(f"resent (same sha256, read once): {', '.join(s['resent'])}")
         if s["scored"] == "scored":
             notes.append(
-                f"scored by the model of {s['production']}, {s['low_yield_wafers']} wafer(s) below the floor"
+                f"served by {served(s['lifecycle'])}, {s['low_yield_wafers']} wafer(s) below the floor"
             )
+        if WaferYieldDaily(date=day).complete():
+            notes += [model_line(e) for e in Lifecycle(date=day).manifest()["happened"]]
         for note in notes:
             print(f"{'':12}{note}")
+
+
+def served(plan: dict) -> str:
+    text = f"v{plan['champion']}"
+    if plan["challenger"] is not None:
+        share = plan["rollout_share"]
+        text += f" and v{plan['challenger']} " + (f"on {share:.0%} of the wafers" if share else "in shadow")
+    return text
+
+
+def model_line(event: dict) -> str:
+    """One event of the day's lifecycle, for a person."""
+    action, version = event["action"], event.get("version")
+    text = {"rollout": f"v{version} rolls out to {event.get('share', 0):.0%} of the wafers",
+            "champion": f"v{version} is the champion ({event.get('why', '')})",
+            "challenger": f"v{version} is the challenger ({event.get('why', '')})",
+            "approved": f"v{version} approved by {event.get('by')}"}.get(action)  # fmt: skip
+    why = event.get("why", "")
+    return f"model: {text or f'{action} v{version}: {why}'}"
+
+
+def print_registry() -> None:
+    """The registry the week left (scripts/models list), and how to see it in MLflow."""
+    store = models().store()
+    print(f"\nthe model registry ({store.model_name}, {store.uri}):")
+    print("\n".join(f"  {line}" for line in version_table(registry.versions(store))))
+    print(
+        f"  scripts/models history; in MLflow's own UI: .venv/bin/mlflow ui --backend-store-uri {store.uri}"
+    )
 
 
 def summarize_windows(day: dt.date) -> None:
