@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from jobs.domain import model as ym
 from jobs.domain import registry
+from tests.helpers import free_port
 from tests.test_model import SMALL, synthetic
 
 
@@ -110,3 +116,44 @@ def test_a_change_left_pending_is_finished_by_the_next_writer(store: registry.St
     assert registry.version(store, number)["state"] == "champion"
     assert [e["action"] for e in registry.history(store)] == ["promote"]
     assert registry.PENDING not in store.client().get_registered_model(store.model_name).tags
+
+
+def test_mlflows_own_server_shows_the_registry_and_serves_it_to_the_suite(
+    store: registry.Store, saved: Path, tmp_path: Path
+) -> None:
+    """`mlflow server` (what `mlflow ui` runs) on the embedded store, bound to 127.0.0.1: its
+    REST API and UI show the registry, and `[models] tracking_uri` pointed at it reads it."""
+    with registry.locked(store):
+        number = registry.register(store, saved, {"trained_for": "2026-11-12"}, {})
+        registry.apply(
+            store, registry.Change({"action": "promote", "by": "test"}, {registry.CHAMPION: number})
+        )
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store.uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        query = urllib.parse.urlencode({"name": store.model_name})
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/registered-models/get?{query}", timeout=10
+        ) as answer:
+            model = json.loads(answer.read())["registered_model"]
+        assert [a["alias"] for a in model["aliases"]] == ["champion"]
+        with urllib.request.urlopen(base, timeout=10) as answer:
+            assert b"MLflow" in answer.read()  # the UI's page
+        remote = registry.Store(base, store.model_name, tmp_path / "remote.lock")
+        assert registry.aliases(remote) == {registry.CHAMPION: number}
+        assert registry.history(remote)[0]["action"] == "promote"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
