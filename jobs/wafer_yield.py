@@ -512,12 +512,15 @@ class ValidateCandidate(StageTask):
 
 class Approval(luigi.ExternalTask):
     """A person's decision on a winning version: `scripts/models approve|reject VERSION --by NAME`
-    ([models] auto_approve approves at once). Pending in the visualizer until then."""
+    ([models] auto_approve approves at once). Pending in the visualizer until then, or until
+    [models] approval_wait_hours have passed since the version began to wait: a scheduled run
+    then ends and the day's summary says who waits; the version stays approvable."""
 
     version = RegisteredVersionParameter()
 
     def complete(self) -> bool:
-        return registry.decided(store(), self.version)
+        hours = models().approval_wait_hours
+        return registry.decided(store(), self.version) or registry.waited(store(), self.version, hours)
 
 
 class Lifecycle(DailyStage):
@@ -754,6 +757,7 @@ class WaferYieldDaily(DailyStage):
         if waiting and not models().auto_approve:
             self.set_status_message(f"version(s) {waiting} wait for approval (scripts/models approve)")
             yield [Approval(version=v) for v in waiting]  # pending in the visualizer until decided
+        waiting = [v for v in waiting if not registry.decided(store(), v)]
         present, offline = present_fabs(self.date)
         ingests = [IngestFab(fab=f, date=self.date).manifest() for f in present]
         decision = Deploy(date=self.date).manifest()
@@ -769,6 +773,7 @@ class WaferYieldDaily(DailyStage):
                 decision=decision["decision"],
                 why=decision.get("why", ""),
                 candidate_version=decision.get("version"),
+                awaiting_approval=waiting,
                 lifecycle=lifecycle.summary(
                     read_json(Lifecycle(date=self.date).folder() / "plan.json")["plan"]
                 ),

@@ -120,29 +120,31 @@ def test_only_simulation_and_tests_import_the_simulator() -> None:
 
 # The lineage of every stage at the default versions: its output path's version tag lists these
 # stages' versions in this order. An existing data root stays complete only while these hold.
+MODEL_CHAIN = (
+    "convert",
+    "ingest",
+    "quality",
+    "features",
+    "train",
+    "deploy",
+    "candidate",
+    "lifecycle",
+    "score",
+)
 LINEAGE = {
     "convert": ["convert"],
     "ingest": ["convert", "ingest"],
     "quality": ["convert", "ingest", "quality"],
     "features": ["convert", "ingest", "features"],
     "train": ["convert", "ingest", "quality", "features", "train"],
-    "validate": ["convert", "ingest", "quality", "features", "train", "validate", "deploy"],
-    "deploy": ["convert", "ingest", "quality", "features", "train", "validate", "deploy"],
-    "score": ["convert", "ingest", "quality", "features", "train", "validate", "deploy", "score"],
-    "report": ["convert", "ingest", "quality", "features", "train", "validate", "deploy", "score", "report"],
+    "deploy": ["convert", "ingest", "quality", "features", "train", "deploy"],
+    # validation, the day's plan and scoring read each other across days: one lineage
+    "candidate": [*MODEL_CHAIN],
+    "lifecycle": [*MODEL_CHAIN],
+    "score": [*MODEL_CHAIN],
+    "report": [*MODEL_CHAIN, "report"],
     # the report is part of the day: a report version bump reopens every day for one Range rerun
-    "daily": [
-        "convert",
-        "ingest",
-        "quality",
-        "features",
-        "train",
-        "validate",
-        "deploy",
-        "score",
-        "report",
-        "daily",
-    ],
+    "daily": [*MODEL_CHAIN, "report", "daily"],
     "fab_hour": ["convert", "fab_hour"],
     "reference": ["convert", "reference"],
     "normalize": ["convert", "fab_hour", "reference", "normalize"],
@@ -152,9 +154,9 @@ LINEAGE = {
     "monitor": ["convert", "monitor_reference", "monitor"],
 }
 # Versions other than 1 in luigi.cfg's [versions]: each bump's reason is in luigi.cfg.
-DEFAULT_VERSIONS = {"convert": 2}
+DEFAULT_VERSIONS = {"convert": 2, "deploy": 2, "score": 2}
 FOLDERS = {
-    "convert": "converted", "train": "models", "validate": "validation", "score": "predictions",
+    "convert": "converted", "train": "models", "candidate": "candidates", "score": "predictions",
     "daily": "wafer_yield_daily", "merge": "fab_merge_hourly", "monitor": "quality_monitor",
     "report": "reports",
 }  # fmt: skip

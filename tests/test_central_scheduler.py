@@ -35,7 +35,7 @@ FIRST = dt.date(2026, 11, 10)
 DAY = FIRST + dt.timedelta(days=1)  # its chain also decides FIRST (the champion comes from there)
 FAILING_DAY = FIRST + dt.timedelta(days=2)
 CHAIN = {
-    *("WaferYieldDaily", "YieldReport", "Score", "Deploy", "Validate", "Train", "Features", "QualityGate"),
+    *("WaferYieldDaily", "YieldReport", "Score", "Lifecycle", "Deploy", "Train", "Features", "QualityGate"),
     "IngestFab",
     *("FabDayLanded", "ConvertFile"),
 }

@@ -36,7 +36,10 @@ from tests.helpers import REPO, luigi_settings
 FIRST = dt.date(2026, 11, 16)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range(10)]
 SHIFT = DAYS[7]  # wafer sort from this day on fails final test by another mechanism
-SETTINGS = {"wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000}}
+SETTINGS = {
+    "wafer_yield": {"fabs": "fab1,fab2", "min_devices": 1000},
+    "models": {"approval_wait_hours": 1000},  # the run ends pending instead
+}
 
 
 def build(*tasks: luigi.Task) -> LuigiStatusCode:

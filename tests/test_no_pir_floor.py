@@ -48,6 +48,7 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         paths={"root": root},
         wafer_yield={"fabs": "fab1", "min_devices": 1000},
         merge={"fabs": "fab1", "clock_corrections": root / "none.csv"},
+        models={"auto_approve": True},
     )
     with settings:
         start = dt.datetime.combine(CUT, dt.time())

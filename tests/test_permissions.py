@@ -1,5 +1,5 @@
 """Published files and folders get the mode a plain write would under the umask, whoever writes
-them (stages, conversions and verdicts, quarantine, alerts, history, models and the registry,
+them (stages, conversions and verdicts, quarantine, alerts, history, models and the MLflow registry,
 the dashboard); [yield_model] group_readable opens the models to the group whatever the umask.
 
 A small chain under each umask, as a shell runs it: the simulated floor (a corrupted file, a fab
@@ -30,6 +30,7 @@ def run_chain(tmp_path: Path, umask: int, group_readable: bool) -> Path:
     config.write_text(
         f"[paths]\nroot = {root}\n[wafer_yield]\nfabs = fab1,fab2\nmin_devices = 500\n"
         f"[yield_model]\nn_estimators = 20\ngroup_readable = {str(group_readable).lower()}\n"
+        "[models]\nauto_approve = true\n"
     )
     python = sys.executable
     script = (
@@ -59,7 +60,7 @@ def test_every_published_file_and_folder_has_the_umasks_mode(
 ) -> None:
     root = run_chain(tmp_path, umask, group_readable)
     found = modes(root)
-    for kind in ("quarantine", "alerts", "history", "models/registry", "dashboard", "converted", "ingest"):
+    for kind in ("quarantine", "alerts", "history", "registry", "dashboard", "converted", "ingest"):
         assert any(path.startswith(kind) for path in found), f"the chain wrote nothing to {kind}/"
     assert any(path.endswith("model.joblib") for path in found)
     assert not [path for path in found if TEMP_MARK in path]  # and no temporary is left
@@ -67,7 +68,7 @@ def test_every_published_file_and_folder_has_the_umasks_mode(
     for path, mode in found.items():
         folder = (root / path).is_dir()
         expected = (0o777 if folder else 0o666) & ~umask
-        if group_readable and path.startswith("models"):
+        if group_readable and path.startswith(("models", "registry")):
             expected |= 0o050 if folder else 0o040
         if mode != expected:
             wrong[path] = f"{mode:o}, not {expected:o}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -21,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from jobs.domain import registry
 from jobs.ops.history import INVOCATION_ENV
 from jobs.ops.luigid import server_args
 from jobs.pipeline import locks
 from jobs.simulation.simulate import main as simulate
-from jobs.wafer_yield import Deploy, WaferYieldDaily
+from jobs.wafer_yield import Deploy, Lifecycle, WaferYieldDaily, store
 from tests.helpers import REPO, assert_each_task_ran_once, free_port, luigi_settings, runs
 
 FIRST = dt.date(2026, 11, 10)
@@ -44,7 +44,7 @@ def site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     site_cfg.write_text(
         f"[paths]\nroot = {root}\n[wafer_yield]\nfabs = fab1\nmin_devices = 1000\n"
         "[backoff]\nsettle_seconds = 0\n"
-        f"[schedule]\nwafer_yield_days = 3\n[sla]\nworkflows = wafer_yield\n"
+        f"[schedule]\nwafer_yield_days = 3\n[sla]\nworkflows = wafer_yield\n[models]\nauto_approve = true\n"
         # a worker that lost luigid asks again every second (luigi's default: 30 s)
         f"[core]\ndefault_scheduler_port = {free_port()}\nrpc-retry-wait = 1\n"
     )
@@ -53,19 +53,20 @@ def site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def assert_registry_consistent(root: Path) -> None:
-    """One promotion per day, and every pointer (production and the ones kept for rollback)
-    names a model file that exists."""
-    registry = root / "models" / "registry"
-    history = [json.loads(line) for line in (registry / "history.jsonl").read_text().splitlines()]
-    promoted = [e["record"]["date"] for e in history if e["event"] == "promote"]
-    assert promoted and len(promoted) == len(set(promoted)), promoted
-    production = json.loads((registry / "production.json").read_text())
-    for pointer in [production, *production["previous"]]:
-        assert (Path(pointer["model"]) / "model.joblib").is_file(), pointer["model"]
+    """One version per trained model, every version's file matching its recorded sha256, no
+    change left half-done, and the aliases showing the newest day's plan."""
     with luigi_settings(paths={"root": root}, wafer_yield={"fabs": "fab1"}):
-        for day in DAYS:
-            after = Deploy(date=day).manifest()["production_after"]
-            assert after is None or (Path(after["folder"]) / "model.joblib").is_file()
+        with registry.locked(store()):
+            assert registry.PENDING not in store().client().get_registered_model(store().model_name).tags
+        versions = registry.versions(store())
+        hashes = [v["tags"][registry.SHA256] for v in versions]
+        assert versions and len(hashes) == len(set(hashes)), hashes
+        for record in versions:
+            registry.load(store(), record["version"], root / "scratch")  # raises on a mismatch
+        numbers = [Deploy(date=d).manifest()["version"] for d in DAYS]
+        assert [n for n in numbers if n is not None] == [v["version"] for v in versions]
+        plan = Lifecycle(date=DAYS[-1]).manifest()
+        assert registry.aliases(store()).get(registry.CHAMPION) == plan["champion"]
 
 
 def range_command(start: dt.date, stop: dt.date) -> list[str]:

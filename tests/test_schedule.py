@@ -119,7 +119,7 @@ def site(tmp_path: Path) -> tuple[Path, dict]:
     site_cfg = tmp_path / "site.cfg"
     site_cfg.write_text(
         f"[paths]\nroot = {root}\n[wafer_yield]\nfabs = fab1\nmin_devices = 1000\n"
-        f"[schedule]\nwafer_yield_days = 3\n[sla]\nworkflows = wafer_yield\n"
+        f"[schedule]\nwafer_yield_days = 3\n[sla]\nworkflows = wafer_yield\n[models]\nauto_approve = true\n"
         f"[core]\ndefault_scheduler_port = {free_port()}\n"
     )
     return root, {**os.environ, "LUIGI_CONFIG_PATH": str(site_cfg)}

@@ -38,6 +38,8 @@ settle_seconds = 0
 wafer_yield_days = 3
 [sla]
 workflows = wafer_yield
+[models]
+auto_approve = true
 """
 
 

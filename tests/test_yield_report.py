@@ -24,7 +24,7 @@ from jobs.wafer_yield import Features, IngestFab, Score, WaferYieldDaily, YieldR
 from tests.helpers import luigi_settings, read_pystdf
 
 DAYS = [dt.date(2026, 11, 10) + dt.timedelta(days=i) for i in range(3)]
-SETTINGS = {"wafer_yield": {"fabs": "fab1", "min_devices": 1000}}
+SETTINGS = {"wafer_yield": {"fabs": "fab1", "min_devices": 1000}, "models": {"auto_approve": True}}
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER = [
     *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),

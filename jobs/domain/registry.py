@@ -339,7 +339,8 @@ def record_validation(store: Store, number: int, actions: list[dict[str, Any]]) 
         if action["action"] == "validated" and "validation_decision" not in done:
             state = "awaiting_approval" if action["decision"] == "won" else "retired"
             tags = {"state": state, "validation_decision": action["decision"], "why": action["why"][:4000],
-                    "validation": json.dumps(action["validation"], sort_keys=True)}  # fmt: skip
+                    "validation": json.dumps(action["validation"], sort_keys=True),
+                    "awaiting_since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
             apply(store, Change(action, tags={number: tags}))
         elif action["action"] == "approve" and "approved_by" not in done:
             apply(store, Change(action, tags={number: {"state": "approved", "approved_by": action["by"]}}))
@@ -349,6 +350,14 @@ def decided(store: Store, number: int) -> bool:
     """Whether a person (or auto-approval) approved or rejected the version, or it left the
     queue otherwise (superseded, retired)."""
     return version(store, number)["state"] not in ("registered", "awaiting_approval")
+
+
+def waited(store: Store, number: int, hours: float) -> bool:
+    """Whether the version has waited for approval `hours` since its validation was recorded."""
+    since = version(store, number)["tags"].get("awaiting_since")
+    if since is None:
+        return True
+    return dt.datetime.now(dt.UTC) >= dt.datetime.fromisoformat(since) + dt.timedelta(hours=hours)
 
 
 def actions_for(store: Store, day: str) -> list[dict[str, Any]]:
