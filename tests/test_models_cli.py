@@ -227,7 +227,7 @@ def test_list_show_and_history_print_the_registry(root: Path, capsys) -> None:
     assert [line.split() for line in lines] == [
         ["1", "champion", "champion", "1.0", "2026-11-11", "0.8000", "0.9000", "auto_approve"],
         ["2", "awaiting_approval", "challenger", "0", "2026-11-12", "0.8500", "0.9000", "-"],
-        ["3", "retired", "-", "-", "2026-11-12", "0.7000", "0.9000", "-"],
+        ["3", "retired", "-", "0", "2026-11-12", "0.7000", "0.9000", "-"],
     ]
     done = cli(root, "show", "2")
     assert done.returncode == 0, done.stderr

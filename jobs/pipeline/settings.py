@@ -170,6 +170,9 @@ class models(luigi.Config):  # noqa: N801
     auto_approve = luigi.BoolParameter(
         default=False, description="approve winning candidates without a person"
     )
+    approval_wait_hours = luigi.FloatParameter(
+        default=2.0, description="how long a run waits (pending) for an approval before it ends without"
+    )
     replay_days = luigi.IntParameter(default=7, description="scored days a candidate is replayed on")
     replay_auc_tolerance = luigi.FloatParameter(default=0.01)
     live_auc_tolerance = luigi.FloatParameter(default=0.01)
