@@ -426,7 +426,7 @@ class Deploy(DailyStage):
 
 
 class ValidateCandidate(StageTask):
-    """`candidates/{tag}/version=N/validation.json`: a registered version (the nightly's or any
+    """`candidates/{tag}/model=M/version=N/validation.json`: a registered version (the nightly's or any
     other with a feature contract) on the newest labelled day and replayed on the last scored
     days beside the champion, and the champion/challenger decision. Recorded in the registry as
     an event that takes effect on the version's day (its `trained_for`, or the day after the
@@ -460,11 +460,8 @@ class ValidateCandidate(StageTask):
 
     def run(self) -> None:
         day, days = self.day(), self.replay_days()
-        plan = (
-            read_json(Lifecycle(date=previous_history_day(day)).folder() / "plan.json")["plan"]
-            if "lifecycle" in self.input()
-            else lifecycle.empty_plan()
-        )
+        previous = previous_history_day(day)
+        plan = plan_of(previous) if previous else lifecycle.empty_plan()
         self.set_status_message(f"validating version {self.version} for {day}")
         try:
             candidate = registry.load(store(), self.version, scratch())
@@ -504,6 +501,9 @@ class ValidateCandidate(StageTask):
         with self.publish() as (work, manifest):
             write_json(work / "validation.json", {**decision, "day": str(day), **metrics})
             manifest.update(decision, day=str(day), version=self.version, **metrics)
+        if decision["decision"] == "lost" and "accuracy" in decision["why"]:
+            alert(WORKFLOW, self.task_id, "error", f"version {self.version} kept out: {decision['why']}",
+                  key="accuracy", version=self.version)  # fmt: skip
         if decision["decision"] == "won" and not models().auto_approve:
             waits = f"version {self.version} waits for approval: {decision['why']}"
             alert(WORKFLOW, self.task_id, "info", waits,
@@ -551,11 +551,8 @@ class Lifecycle(DailyStage):
 
     def run(self) -> None:
         day = str(self.date)
-        before = (
-            read_json(Path(self.input()["previous"].path).parent / "plan.json")["plan"]
-            if "previous" in self.input()
-            else champion_before(self.date)
-        )
+        previous = previous_history_day(self.date)
+        before = plan_of(previous) if previous else champion_before(self.date)
         live = lifecycle.live_metrics(self.live_predictions(), before)
         with registry.locked(store()):
             actions = registry.actions_for(store(), day)
@@ -584,6 +581,11 @@ class Lifecycle(DailyStage):
         return joined[joined["ft_failed"].notna()]
 
 
+def plan_of(date: dt.date) -> lifecycle.Plan:
+    """The serving plan Lifecycle(date) decided."""
+    return read_json(Lifecycle(date=date).folder() / "plan.json")["plan"]
+
+
 # --- scoring and the daily summary -----------------------------------------------------------
 
 
@@ -604,7 +606,7 @@ class Score(DailyStage):
         return {"features": Features(date=self.date), "lifecycle": Lifecycle(date=self.date)}
 
     def run(self) -> None:
-        plan = read_json(Lifecycle(date=self.date).folder() / "plan.json")["plan"]
+        plan = plan_of(self.date)
         present, offline = present_fabs(self.date)
         if plan["champion"] is None or not present:
             status = "no production model" if plan["champion"] is None else "no dies: every fab offline"
@@ -774,9 +776,7 @@ class WaferYieldDaily(DailyStage):
                 why=decision.get("why", ""),
                 candidate_version=decision.get("version"),
                 awaiting_approval=waiting,
-                lifecycle=lifecycle.summary(
-                    read_json(Lifecycle(date=self.date).folder() / "plan.json")["plan"]
-                ),
+                lifecycle=lifecycle.summary(plan_of(self.date)),
                 scored=score["status"],
                 low_yield_wafers=len(score.get("low_yield_wafers", [])),
                 report=str(YieldReport(date=self.date).folder() / "index.html"),

@@ -1,4 +1,5 @@
-"""The nightly run's model decisions as pure functions, on a few rows."""
+"""The nightly run's training plan as a pure function, on a few rows (validation, rollout and
+rollback: tests/test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import datetime as dt
 
 import pandas as pd
 
-from jobs.domain.decisions import DeployRules, TrainingRules, deploy_decision, training_plan
+from jobs.domain.decisions import TrainingRules, training_plan
 
 RULES = TrainingRules(min_devices=3, train_window_days=2)
 DAYS = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(4)]
@@ -35,23 +36,3 @@ def test_training_plan_says_why_it_skips() -> None:
     assert one_day["decision"] == "skipped: insufficient data (1 labelled days < 2)"
     few_rows = training_plan(True, [], 10, labelled({DAYS[0]: 1, DAYS[1]: 1, DAYS[2]: 9}), RULES)
     assert few_rows["decision"] == "skipped: insufficient data (2 < 3 labelled devices)"
-
-
-RULE = DeployRules(auc_margin=0.01, min_accuracy=0.9)
-NEW, OLD = {"sha256": "new"}, {"sha256": "old"}
-
-
-def test_deploy_decision_needs_the_margin_and_the_accuracy() -> None:
-    first = deploy_decision({"auc": 0.7, "accuracy": 0.95}, None, NEW, None, [], RULE)
-    assert first["decision"] == "deployed" and first["production_after"] == NEW
-    assert first["why"].startswith("first model")
-    close = deploy_decision({"auc": 0.805, "accuracy": 0.95}, {"auc": 0.8}, NEW, OLD, [], RULE)
-    assert close["decision"] == "kept champion" and close["production_after"] == OLD
-    better = deploy_decision({"auc": 0.82, "accuracy": 0.95}, {"auc": 0.8}, NEW, OLD, [], RULE)
-    assert better["decision"] == "deployed" and "alert" not in better
-    inaccurate = deploy_decision({"auc": 0.99, "accuracy": 0.5}, {"auc": 0.8}, NEW, OLD, [], RULE)
-    assert inaccurate["decision"] == "kept champion" and inaccurate["alert"].startswith(
-        "candidate not deployed"
-    )
-    no_champion = deploy_decision({"auc": 0.99, "accuracy": 0.5}, None, NEW, None, [], RULE)
-    assert no_champion["decision"] == "not deployed" and no_champion["production_after"] is None

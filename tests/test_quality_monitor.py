@@ -19,7 +19,7 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 from luigi.tools.range import RangeByMinutes
 
-from jobs.domain.decisions import DeployRules, deploy_decision
+from jobs.domain import lifecycle
 from jobs.files import read_json
 from jobs.ops import quarantine
 from jobs.ops.alerts import read_alerts
@@ -176,21 +176,14 @@ def test_drift_alerts_and_requests_a_retrain_without_quarantining(floor: Path) -
     assert any("retrain requested" in a["message"] for a in read_alerts(floor / "alerts" / "alerts.jsonl"))
 
 
-def test_a_retrain_request_waives_the_deploy_margin_and_is_recorded(floor: Path) -> None:
+def test_a_retrain_request_waives_the_validation_margin_and_is_recorded(floor: Path) -> None:
     requests = [r for _, r in open_retrain_requests(DRIFTED)]
-    candidate, champion = {"auc": 0.850, "accuracy": 0.95}, {"auc": 0.851, "accuracy": 0.95}
-    models = {"candidate_model": {"sha256": "x"}, "champion_model": {"folder": "/m", "date": str(CLEAN)}}
-    rules = DeployRules(auc_margin=0.002, min_accuracy=0.9)
-    assert (
-        deploy_decision(candidate, champion, requests=[], rules=rules, **models)["decision"]
-        == "kept champion"
-    )
-    better = {"auc": 0.851, "accuracy": 0.95}
-    decided = deploy_decision(better, champion, requests=requests, rules=rules, **models)
-    assert (
-        decided["decision"] == "deployed"
-        and "retrain requested: drift of VTH_N_PM1 on fab2" in decided["why"]
-    )
+    champion = {"holdout": {"auc": 0.851, "accuracy": 0.95}, "replay": {"auc": 0.85}}
+    candidate = {"holdout": {"auc": 0.851, "accuracy": 0.95}, "replay": {"auc": 0.85}}
+    rules = lifecycle.LifecycleRules(0.002, 0.9, 0.01, 0.01, 100, 0.05, 0.05)
+    assert lifecycle.validation_decision(candidate, champion, [], rules)["decision"] == "lost"
+    decided = lifecycle.validation_decision(candidate, champion, requests, rules)
+    assert decided["decision"] == "won" and "retrain requested: drift of VTH_N_PM1 on fab2" in decided["why"]
 
 
 def test_the_report_is_a_page_too(floor: Path) -> None:

@@ -202,7 +202,9 @@ def test_a_candidate_that_is_not_better_is_kept_out(week: Path) -> None:
     with luigi_settings(paths={"root": week}, **SETTINGS):
         aliases, events = registry.aliases(store()), registry.history(store())
         with luigi_settings(
-            models={"registered_model": "wafer_yield_MARGIN"}, wafer_yield={"auc_margin": 1.0}
+            models={"registered_model": "wafer_yield_MARGIN"},
+            wafer_yield={"auc_margin": 1.0},
+            versions={"deploy": 3},  # the days' lifecycle outputs anew, beside the week's
         ):
             assert build(Lifecycle(date=DAYS[3]))
             assert Deploy(date=DAYS[2]).manifest()["decision"] == "won"  # no champion yet

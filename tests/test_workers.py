@@ -94,7 +94,7 @@ def outputs(root: Path) -> dict[str, object]:
     daily = {}
     for path in sorted(root.glob("wafer_yield_daily/*/date=*/manifest.json")):
         record = json.loads(path.read_text())
-        keep = ("decision", "why", "production", "quality_gate", "dies", "scored", "low_yield_wafers")
+        keep = ("decision", "why", "lifecycle", "quality_gate", "dies", "scored", "low_yield_wafers")
         daily[path.parent.name] = {k: record[k] for k in keep}
     models = {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()

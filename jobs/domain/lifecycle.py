@@ -310,7 +310,9 @@ def _retire_challenger_if(plan: Plan, number: int) -> None:
 def _roll_back(plan: Plan, why: str) -> list[dict[str, Any]]:
     champion = plan.get("champion")
     if champion is None or not champion["previous"]:
-        return [{"action": "rollback refused", "why": f"{why}: no earlier champion to go back to"}]
+        number = champion and champion["version"]
+        why = f"{why}: no earlier champion to go back to"
+        return [{"action": "rollback refused", "version": number, "why": why}]
     back, *older = champion["previous"]
     plan["champion"] = {**back, "previous": older}
     return [{"action": "rolled back", "version": champion["version"], "to": back["version"], "why": why}]
@@ -322,21 +324,16 @@ def _rollback_check(plan: Plan, live: dict[str, Any], rules: LifecycleRules) -> 
         return []
     if measured.get("version") != champion["version"]:
         return []
-    expected = champion["validation"]
-    reasons = []
-    if expected.get("accuracy") is not None and measured["accuracy"] < expected["accuracy"] * (
-        1 - rules.rollback_accuracy_drop
-    ):
+    expected, reasons = champion["validation"], []
+    floor = (expected.get("accuracy") or 0) * (1 - rules.rollback_accuracy_drop)
+    if measured["accuracy"] is not None and measured["accuracy"] < floor:
+        drop = f"{rules.rollback_accuracy_drop:.0%}"
         reasons.append(
-            f"live accuracy {measured['accuracy']:.4f} fell more than {rules.rollback_accuracy_drop:.0%}"
-            " below"
-            f" its validation accuracy {expected['accuracy']:.4f}"
+            f"live accuracy {measured['accuracy']:.4f} fell more than {drop} below its validation"
+            f" accuracy {expected['accuracy']:.4f}"
         )
-    if (
-        expected.get("auc") is not None
-        and measured["auc"] is not None
-        and measured["auc"] < expected["auc"] - rules.rollback_auc_drop
-    ):
+    auc_floor = (expected.get("auc") or 0) - rules.rollback_auc_drop
+    if measured["auc"] is not None and measured["auc"] < auc_floor:
         reasons.append(
             f"live AUC {measured['auc']:.4f} fell more than {rules.rollback_auc_drop} below its validation"
             f" AUC {expected['auc']:.4f}"
