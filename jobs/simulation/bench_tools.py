@@ -162,8 +162,10 @@ def measure_range(
             _stop_luigid(root)
     tasks = [run for run in _runs(root) if run["invocation"] not in known and run["status"] == "DONE"]
     stages: dict[str, float] = defaultdict(float)
+    rss: dict[str, float] = defaultdict(float)  # a task's process is its own only with several workers
     for run in tasks:
         stages[run["family"]] += run["seconds"] or 0.0
+        rss[run["family"]] = max(rss[run["family"]], peaks.get(run["pid"], 0.0))
     landed = sum(f.stat().st_size for f in files)
     return {
         "scheduler": scheduler,
@@ -172,6 +174,9 @@ def measure_range(
         "tasks": len(tasks),
         "stage_seconds": {k: round(v, 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
         "peak_rss_mb_per_worker": round(max(peaks.values()), 1),
+        "peak_rss_mb_by_family": {k: round(v) for k, v in sorted(rss.items(), key=lambda kv: -kv[1])}
+        if workers > 1
+        else "one process: see peak_rss_mb_per_worker",
         "processes": len(peaks),
         "bytes_written_per_byte_read": round((_output_bytes(root) - before) / landed, 3),
         "scratch_bytes_per_byte_read": round(_scratch_bytes(root, files) / landed, 3),
@@ -206,7 +211,7 @@ def _runs(root: Path) -> list[dict]:
         return []
     with sqlite3.connect(db) as con:
         con.row_factory = sqlite3.Row
-        return [dict(row) for row in con.execute("SELECT invocation, family, status, seconds FROM runs")]
+        return [dict(row) for row in con.execute("SELECT invocation, family, status, seconds, pid FROM runs")]
 
 
 def _invocations(root: Path) -> set[str]:
