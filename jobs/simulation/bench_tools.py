@@ -148,8 +148,9 @@ def measure_range(
 ) -> dict:
     """One `luigi ... RangeDaily --of WaferYieldDaily` over start..stop, with the local scheduler or
     through luigid (started for it), with `workers`: its wall seconds and, from the run history,
-    the tasks it ran and their seconds by family; peak RSS of its processes; bytes written per
-    byte of the landed `files`."""
+    the tasks it ran and their seconds by family (a task with dynamic dependencies, as IngestFab
+    with its ConvertFiles, counts from its first start: its waits are in); peak RSS of its
+    processes; bytes written per byte of the landed `files`."""
     before = _output_bytes(root)
     known = _invocations(root)
     port = _start_luigid(root) if scheduler == "luigid" else None
@@ -172,6 +173,8 @@ def measure_range(
         "workers": workers,
         "seconds": round(seconds, 2),
         "tasks": len(tasks),
+        "stage_seconds_note": "run-history seconds summed per task family; IngestFab's include the waits "
+        "for its dynamic ConvertFile dependencies",
         "stage_seconds": {k: round(v, 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
         "peak_rss_mb_per_worker": round(max(peaks.values()), 1),
         "peak_rss_mb_by_family": {k: round(v) for k, v in sorted(rss.items(), key=lambda kv: -kv[1])}
