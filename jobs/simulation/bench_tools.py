@@ -152,7 +152,7 @@ def measure_range(
     with its ConvertFiles, counts from its first start: its waits are in); peak RSS of its
     processes; bytes written per byte of the landed `files`."""
     before = _output_bytes(root)
-    known = _invocations(root)
+    known = max((run["id"] for run in _runs(root)), default=0)  # a caller's invocation id may be inherited
     port = _start_luigid(root) if scheduler == "luigid" else None
     try:
         seconds, peaks = run_watched(
@@ -161,7 +161,7 @@ def measure_range(
     finally:
         if port:
             _stop_luigid(root)
-    tasks = [run for run in _runs(root) if run["invocation"] not in known and run["status"] == "DONE"]
+    tasks = [run for run in _runs(root) if run["id"] > known and run["status"] == "DONE"]
     stages: dict[str, float] = defaultdict(float)
     rss: dict[str, float] = defaultdict(float)  # a task's process is its own only with several workers
     for run in tasks:
@@ -214,11 +214,7 @@ def _runs(root: Path) -> list[dict]:
         return []
     with sqlite3.connect(db) as con:
         con.row_factory = sqlite3.Row
-        return [dict(row) for row in con.execute("SELECT invocation, family, status, seconds, pid FROM runs")]
-
-
-def _invocations(root: Path) -> set[str]:
-    return {run["invocation"] for run in _runs(root)}
+        return [dict(row) for row in con.execute("SELECT id, family, status, seconds, pid FROM runs")]
 
 
 def _start_luigid(root: Path) -> int:
