@@ -18,6 +18,7 @@ setup(
         "scipy>=1.13",
         "pystdf>=1.4,<2",
         "stdf-convert>=0.3,<0.4",
+        "isal>=1.9,<2",
         "tqdm>=4.66",
         "tenacity>=8.2",
         "sqlalchemy>=2.0",

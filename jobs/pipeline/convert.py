@@ -99,6 +99,7 @@ class ConvertFile(Versioned, luigi.Task):
                 progress=self._progress_reporter(),
                 sha256=outdir.name,  # the output folder is named by it: hashed once, in output()
                 plausibility=settings.plausibility(),
+                scratch=settings.scratch(),
                 lineage={"status": "ok", **lineage},
             )
 

@@ -14,6 +14,7 @@ from jobs.domain.lifecycle import LifecycleRules
 from jobs.domain.model import ModelParams
 from jobs.domain.registry import Store, local_store
 from jobs.stdf.plausibility import Plausibility
+from jobs.stdf.scratch import Scratch
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "luigi.cfg"
 
@@ -62,9 +63,15 @@ class stdf(luigi.Config):  # noqa: N801
     # implausible content is refused as unreadable (defaults: jobs/stdf/plausibility.py)
     max_bytes_without_parts = luigi.IntParameter(default=Plausibility.max_bytes_without_parts)
     max_unknown_share = luigi.FloatParameter(default=Plausibility.max_unknown_share)
+    # a compressed file is decompressed once into a plain copy here (defaults: jobs/stdf/scratch.py)
+    scratch_dir = luigi.Parameter(default=Scratch.folder)
+    scratch_max_bytes = luigi.IntParameter(default=Scratch.max_bytes)
 
     def plausibility(self) -> Plausibility:
         return Plausibility(self.max_bytes_without_parts, self.max_unknown_share)
+
+    def scratch(self) -> Scratch:
+        return Scratch(self.scratch_dir, self.scratch_max_bytes)
 
 
 class backoff(luigi.Config):  # noqa: N801 - the luigi.cfg section

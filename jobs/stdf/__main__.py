@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import ENGINES, StdfReadError, convert_stdf
 from .plausibility import Plausibility
+from .scratch import Scratch
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +87,14 @@ def plausibility() -> Plausibility:
     )
 
 
+def scratch() -> Scratch:
+    """[stdf] scratch_dir and scratch_max_bytes, else the defaults."""
+    cfg = configured()
+    return Scratch(
+        cfg.get("scratch_dir", Scratch.folder), int(cfg.get("scratch_max_bytes", Scratch.max_bytes))
+    )
+
+
 def _failed(path: Path, error: Exception) -> int:
     """One line on stderr for an expected failure (a bad file names its byte offset), exit 1."""
     if isinstance(error, StdfReadError):
@@ -102,7 +111,7 @@ def _inspect(path: Path) -> int:
         print(f"error: {path}: no such file", file=sys.stderr)
         return 1
     try:
-        lines, unreadable = inspect(path, plausibility())
+        lines, unreadable = inspect(path, plausibility(), scratch())
     except (StdfReadError, OSError) as exc:
         return _failed(path, exc)
     print("\n".join(lines))
@@ -120,7 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     bar, progress = _progress_bar(args.file, args.quiet)
     try:
         manifest = convert_stdf(
-            args.file, args.outdir, engine, batch_size, compression, progress, plausibility=plausibility()
+            args.file,
+            args.outdir,
+            engine,
+            batch_size,
+            compression,
+            progress,
+            plausibility=plausibility(),
+            scratch=scratch(),
         )
     except (StdfReadError, OSError) as exc:
         return _failed(args.file, exc)

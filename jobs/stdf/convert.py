@@ -20,9 +20,12 @@ from jobs.files import json_text, remove_leftovers, staged_folder
 from .engines import EngineError, read_batches
 from .normalize import Normalizer
 from .plausibility import ImplausibleContentError, Plausibility, StructureError
+from .scratch import Scratch, plain_copy
 from .source import (
+    ByteOrder,
     StdfReadError,
     StreamWindow,
+    compression_of,
     ends_inside_record,
     results_per_part,
     sniff_byte_order,
@@ -87,10 +90,13 @@ def read_stdf(
     engine: str = "arrow",
     batch_size: int = DEFAULT_BATCH_SIZE,
     plausibility: Plausibility | None = None,
+    scratch: Scratch | None = None,
 ) -> StdfTables:
     """Read a whole STDF file into the normalized tables (for files that fit in memory)."""
     sink = _MemorySink()
-    parts, tests, bins, facts = normalize_file(path, engine, batch_size, sink, sink.reset, None, plausibility)
+    parts, tests, bins, facts = normalize_file(
+        path, engine, batch_size, sink, sink.reset, None, plausibility, scratch
+    )
     return StdfTables(parts=parts, results=sink.table(), tests=tests, bins=bins, file=facts)
 
 
@@ -102,18 +108,45 @@ def normalize_file(
     reset: Callable[[], None],
     progress: Callable[[int], None] | None = None,
     plausibility: Plausibility | None = None,
+    scratch: Scratch | None = None,
 ) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """Stream `path` through the normalizer; results go to `emit`, the rest is returned.
 
-    A truncated file is read again from its last complete record (after `reset()` has
-    discarded what was emitted), so every complete part is kept and the open one is dropped.
+    A compressed file is decompressed once, into a plain copy in `scratch` that every reader
+    uses (facts `decompressed`; `input_sha256`, the file's hash taken in the same pass). A
+    truncated file is read again from its last complete record (after `reset()` has discarded
+    what was emitted), so every complete part is kept and the open one is dropped.
     """
     path = Path(path)
-    order = sniff_byte_order(path)
+    order = sniff_byte_order(path)  # junk is refused before anything is decompressed
+    with plain_copy(path, scratch or Scratch()) as plain:
+        try:
+            parts, tests, bins, facts = _normalize_plain(
+                plain.path, path.name, order, engine, batch_size, emit, reset, progress, plausibility
+            )
+        except StdfReadError as exc:  # name the file, not its copy
+            raise StdfReadError(path, exc.reason, exc.offset) from None
+    if plain.truncated and not facts["truncated"]:  # the copy ends on a record: the stream did not
+        facts.update(truncated=True, truncated_at=facts["records_end"], stream_bytes=plain.stream_bytes)
+    if plain.sha256:
+        facts.update(decompressed=plain.facts(), input_sha256=plain.sha256)
+    facts.update(
+        byte_order=order.name,
+        cpu_type_agrees=order.cpu_type_agrees,
+        engine=engine,
+        source_file=path.name,
+    )
+    return parts, tests, bins, facts
+
+
+def _normalize_plain(
+    path: Path, name: str, order: ByteOrder, engine: str, batch_size: int, emit, reset, progress, plausibility
+) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+    """`normalize_file` on plain bytes (`name`: the file's own name, for the tables)."""
     batch_size = batch_size or (ARROW_BATCH_SIZE if engine == "arrow" else auto_batch_size(path, order.order))
     try:
         parts, tests, bins, facts = _normalize(
-            path, path.name, engine, batch_size, order.order, emit, reset, progress, plausibility
+            path, name, engine, batch_size, order.order, emit, reset, progress, plausibility
         )
         # a header cut short after the last record reads as a clean end to both parsers
         cut = ends_inside_record(path, facts["records_end"])
@@ -128,13 +161,7 @@ def normalize_file(
             path, walk.complete_end, engine, batch_size, order.order, emit, reset, progress, plausibility
         )
         facts.update(truncated=True, truncated_at=walk.complete_end, stream_bytes=walk.stream_end)
-    facts.update(
-        batch_size=batch_size,
-        byte_order=order.name,
-        cpu_type_agrees=order.cpu_type_agrees,
-        engine=engine,
-        source_file=path.name,
-    )
+    facts["batch_size"] = batch_size
     return parts, tests, bins, facts
 
 
@@ -314,12 +341,14 @@ def convert_stdf(
     lineage: dict | None = None,
     sha256: str | None = None,
     plausibility: Plausibility | None = None,
+    scratch: Scratch | None = None,
 ) -> dict:
     """Convert one STDF file into OUTDIR/{parts,results,tests,bins}.parquet + manifest.json.
 
     OUTDIR appears whole or not at all: everything is written to a temporary sibling folder
     that is renamed into place at the end (an existing OUTDIR is replaced). A caller that has
-    already hashed the input passes `sha256`; otherwise it is hashed while the file is parsed.
+    already hashed the input passes `sha256`; otherwise a compressed file is hashed as it is
+    decompressed (into `scratch`, see normalize_file) and a plain one while it is parsed.
     """
     import pyarrow.parquet as pq
 
@@ -332,10 +361,11 @@ def convert_stdf(
     remove_leftovers(outdir.parent, STALE_WORK_SECONDS, prefix=f".{outdir.name}.")
     with staged_folder(outdir) as work:
         sink = _ParquetSink(work / "results.parquet", compression)
-        digest = (lambda: sha256) if sha256 else _sha256_in_background(path)  # known: not hashed again
+        plain = compression_of(path) == "none"
+        digest = _sha256_in_background(path) if plain and not sha256 else None  # known: not hashed again
         try:
             parts, tests, bins, facts = normalize_file(
-                path, engine, batch_size, sink, sink.reset, progress, plausibility
+                path, engine, batch_size, sink, sink.reset, progress, plausibility, scratch
             )
         except BaseException:
             sink.abort()
@@ -345,8 +375,15 @@ def convert_stdf(
         for name, table in (("parts", parts), ("tests", tests), ("bins", bins)):
             pq.write_table(table, work / f"{name}.parquet", compression=compression)
             rows[name] = table.num_rows
+        hashed = facts.pop("input_sha256", None)
+        decompressed = facts.pop("decompressed", None)
         manifest = {
-            "input": {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest()},
+            "input": {
+                "path": str(path.resolve()),
+                "bytes": path.stat().st_size,
+                "sha256": sha256 or hashed or digest(),
+                **({"decompressed": decompressed} if decompressed else {}),
+            },
             "engine": engine,
             "rows": rows,
             "record_counts": facts.pop("record_counts"),

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .records import KNOWN_RECORD_TYPES
-from .source import StdfReadError, compression_of, open_stream, sniff_byte_order
+from .source import StdfReadError, compression_of, open_stream, sniff_byte_order, stored_stream_size
 
 Batch = tuple[str, pa.RecordBatch]
 ENGINES = ("arrow", "pystdf")
@@ -175,12 +175,10 @@ def _pystdf_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
             parser.last_offset,
         ) from None
     except Exception as exc:  # pystdf raises bare exceptions of many kinds on input it cannot read
-        raise StdfReadError(
-            path,
-            f"the pystdf engine cannot read this file: pystdf raised {type(exc).__name__} ({exc}) "
-            f"in the record at byte {parser.last_offset}; use --engine arrow",
-            parser.last_offset,
-        ) from None
+        if _runs_past_end(path, parser.last_offset + 4 + parser.last_len):  # a cut-off last record
+            parser.incomplete_tail = True
+        else:
+            raise _unreadable_by_pystdf(path, exc, parser.last_offset) from None
     finally:
         parser.inp.close()
     # pystdf hands on a cut-off last record as if it were a short one; we treat it as lost
@@ -188,6 +186,20 @@ def _pystdf_batches(path: str | Path, batch_size: int) -> Iterator[Batch]:
     yield from collector.take_ready()
     if parser.incomplete_tail:
         raise EngineError("pystdf: end of stream inside the last record")
+
+
+def _runs_past_end(path: str | Path, record_end: int) -> bool:
+    size = stored_stream_size(path)
+    return size is not None and compression_of(path) != "gzip" and record_end > size
+
+
+def _unreadable_by_pystdf(path: str | Path, exc: Exception, offset: int) -> StdfReadError:
+    return StdfReadError(
+        path,
+        f"the pystdf engine cannot read this file: pystdf raised {type(exc).__name__} ({exc}) "
+        f"in the record at byte {offset}; use --engine arrow",
+        offset,
+    )
 
 
 class _Collector:

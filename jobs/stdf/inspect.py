@@ -15,6 +15,7 @@ from pathlib import Path
 from .convert import normalize_file
 from .plausibility import Plausibility
 from .records import KNOWN_RECORD_TYPES
+from .scratch import Scratch
 from .source import StdfReadError, compression_of, open_stream, sniff_byte_order
 
 # the header walk stops at either: a summary, not a second parse of a huge file
@@ -69,7 +70,9 @@ def _mir_names(body: bytes) -> dict[str, str]:
     return names
 
 
-def inspect(path: Path, plausibility: Plausibility | None = None) -> tuple[list[str], str | None]:
+def inspect(
+    path: Path, plausibility: Plausibility | None = None, scratch: Scratch | None = None
+) -> tuple[list[str], str | None]:
     """The summary lines, and the one-line reason when the file is unreadable (else None).
 
     Raises StdfReadError when the file is no STDF at all (nothing to summarize)."""
@@ -92,7 +95,9 @@ def inspect(path: Path, plausibility: Plausibility | None = None) -> tuple[list[
         + (", ".join(f"{h}/{s}: {n}" for (h, s), n in sorted(walk.parts.items())) or "none"),
     ]
     try:
-        _, _, _, facts = normalize_file(path, "arrow", 0, lambda _: None, lambda: None, None, plausibility)
+        _, _, _, facts = normalize_file(
+            path, "arrow", 0, lambda _: None, lambda: None, None, plausibility, scratch
+        )
     except StdfReadError as error:
         where = f" (reading stopped at byte {error.offset})" if error.offset is not None else ""
         lines.append(f"verdict: UNREADABLE, {error.reason}{where}")
