@@ -90,7 +90,10 @@ def luigid_done(root: Path) -> Counter:
 def outputs(root: Path) -> dict[str, object]:
     """What a run produced, without times and the root's own path: each stage's manifests (one
     per partition), the daily decisions and the model files (byte-identical by design)."""
-    manifests = sorted(str(p.relative_to(root)) for p in root.rglob("manifest.json"))
+    # MLflow names its artifact folders by run id (a random uuid); the model files are compared below
+    manifests = sorted(
+        str(p.relative_to(root)) for p in root.rglob("manifest.json") if "registry" not in p.parts
+    )
     daily = {}
     for path in sorted(root.glob("wafer_yield_daily/*/date=*/manifest.json")):
         record = json.loads(path.read_text())

@@ -241,7 +241,8 @@ def register(store: Store, model_folder: Path, tags: Mapping[str, str], metrics:
             client.log_metric(run_id, key, float(value))
     for key, value in sorted(tags.items()):
         client.set_tag(run_id, key, value)
-    client.log_artifacts(run_id, str(model_folder), "model")
+    for name in (MODEL_FILE, META_FILE):  # the model, not the stage's manifest (timings) beside it
+        client.log_artifact(run_id, str(model_folder / name), "model")
     client.set_terminated(run_id)
     version_tags = {
         **tags,
