@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.domain import lifecycle as lc
+from jobs.domain import registry
 
 RULES = lc.LifecycleRules(
     auc_margin=0.002,
@@ -101,6 +102,7 @@ def test_the_rollout_waits_for_enough_labels_and_stops_on_worse_live_metrics() -
     assert happened[0]["action"] == "rollout stopped" and "trails the champion's 0.8000" in happened[0]["why"]
     change = lc.registry_change(stopped, happened, "2026-11-20")
     assert change.tags[2]["state"] == "retired" and change.aliases == {"champion": 1, "challenger": None}
+    assert set(lc.STATE_OF_ACTION.values()) <= set(registry.STATES)  # the states the registry documents
 
 
 def test_a_loser_is_kept_out_and_a_rejection_ends_a_challenger() -> None:

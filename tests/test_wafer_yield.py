@@ -106,6 +106,8 @@ def test_the_week_decides_every_day(week: Path) -> None:
         assert registry.aliases(store()).get("champion") == plans[DAYS[-1]]["champion"]
         first = registry.version(store(), 1)
         assert first["tags"]["trained_for"] == str(DAYS[2]) and first["tags"]["approved_by"] == "auto_approve"
+        run = store().client().get_run(first["run_id"]).data  # MLflow's run: params and metrics
+        assert run.params["n_estimators"] and 0.6 < run.metrics["holdout_auc"] <= 1
         validation = read_json(ValidateCandidate(version=1).folder() / "validation.json")
         assert 0.6 < validation["candidate"]["holdout"]["auc"] <= 1 and validation["holdout_day"] == str(
             DAYS[1]

@@ -343,8 +343,17 @@ def record_validation(store: Store, number: int, actions: list[dict[str, Any]]) 
                     "validation": json.dumps(action["validation"], sort_keys=True),
                     "awaiting_since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
             apply(store, Change(action, tags={number: tags}))
+            _log_validation(store, number, action["validation"])
         elif action["action"] == "approve" and "approved_by" not in done:
             apply(store, Change(action, tags={number: {"state": "approved", "approved_by": action["by"]}}))
+
+
+def _log_validation(store: Store, number: int, validation: Mapping[str, Any]) -> None:
+    """The holdout metrics on the version's MLflow run too, beside its training parameters."""
+    run_id = version(store, number)["run_id"]
+    for key, value in sorted(validation.items()):
+        if run_id and value is not None and np.isfinite(value):
+            store.client().log_metric(run_id, f"holdout_{key}", float(value))
 
 
 def decided(store: Store, number: int) -> bool:
