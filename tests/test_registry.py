@@ -4,8 +4,11 @@ changes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -132,7 +135,7 @@ def test_mlflows_own_server_shows_the_registry_and_serves_it_to_the_suite(
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store.uri,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -154,6 +157,9 @@ def test_mlflows_own_server_shows_the_registry_and_serves_it_to_the_suite(
         remote = registry.Store(base, store.model_name, tmp_path / "remote.lock")
         assert registry.aliases(remote) == {registry.CHAMPION: number}
         assert registry.history(remote)[0]["action"] == "promote"
-    finally:
-        server.terminate()
+    finally:  # the server starts a job runner and its consumers: stop the whole process group
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        time.sleep(1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
