@@ -272,7 +272,6 @@ def _act(plan: Plan, action: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "promote":
         if challenger and challenger["version"] == number:
             return _crown(plan, f"promoted by {action['by']}")
-        _retire_challenger_if(plan, number)
         return _replace_champion(
             plan,
             {"version": number, "validation": action.get("validation", {})},
@@ -300,11 +299,6 @@ def _replace_champion(plan: Plan, new: dict[str, Any], why: str) -> list[dict[st
     )
     plan["champion"] = {**new, "previous": previous[:10]}
     return [{"action": "champion", "version": new["version"], "replaced": old and old["version"], "why": why}]
-
-
-def _retire_challenger_if(plan: Plan, number: int) -> None:
-    if plan.get("challenger") and plan["challenger"]["version"] == number:
-        plan["challenger"] = None
 
 
 def _roll_back(plan: Plan, why: str) -> list[dict[str, Any]]:
