@@ -109,12 +109,14 @@ class PlausibleDateMinuteParameter(_Plausible, luigi.DateMinuteParameter):
 
 
 class RegisteredVersionParameter(luigi.IntParameter):
-    """A version of [models] registered_model; one the registry does not have is refused."""
+    """A version of [models] registered_model; one the registry does not have is refused where it
+    enters, on the command line (the versions the workflow builds tasks for come from the registry,
+    so checking them on every construction would only cost a registry lookup each time)."""
 
-    def normalize(self, x: Any) -> int:
+    def parse(self, x: str) -> int:
         from jobs.domain.registry import RegistryError, version
 
-        number = int(x)
+        number = super().parse(x)
         try:
             version(models().store(), number)
         except RegistryError as unknown:
