@@ -67,8 +67,7 @@ def final_test_units(folders: list[Path]) -> tuple[pd.DataFrame, int]:
 def result_sources(manifest: dict[str, Any], folder_of: Callable[[str], Path]) -> list[results.Source]:
     """The wafer-sort conversions of an ingest manifest as result sources, in part_key order;
     `folder_of` gives a conversion's folder from its sha256."""
-    return [
-        results.Source(folder_of(f["sha256"]), f["part_key_offset"])
-        for f in sorted(manifest["files"], key=lambda f: f.get("part_key_offset", -1))
-        if f["flow"] == "wafer_sort"
-    ]
+    wafer_sort = sorted(
+        (f for f in manifest["files"] if f["flow"] == "wafer_sort"), key=lambda f: f["part_key_offset"]
+    )
+    return [results.Source(folder_of(f["sha256"]), f["part_key_offset"]) for f in wafer_sort]
