@@ -20,6 +20,7 @@ from jobs.stdf.tables import PARTS_SCHEMA, RESULTS_SCHEMA
 
 FEATURE_KEY = DIE_KEY  # a feature row is one die
 WAFER_KEY = ["lot_id", "wafer_id"]
+DIE_COLUMNS = [*FEATURE_KEY, "fab", "ws_passed"]  # a die's identity and wafer-sort outcome
 TEST_PREFIX = "p_"
 RAW_PREFIX = "raw_"
 SPATIAL_FEATURES = [
@@ -232,6 +233,52 @@ def wafer_features(dies: pd.DataFrame) -> pd.DataFrame:
 def test_columns(frame: pd.DataFrame) -> list[str]:
     """The `p_*` columns of a feature table."""
     return [c for c in frame.columns if c.startswith(TEST_PREFIX)]
+
+
+# --- reading the feature table ------------------------------------------------------------------
+
+
+def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A features.parquet: every column, or `columns` in that order. A column the file lacks (a
+    test no die of the day ran) comes as NaN float32: what concatenating the day with one that
+    has it gives, so a model sees a missing test the same way however the days were read."""
+    if columns is None:
+        return pd.read_parquet(path)
+    present = set(pq.read_schema(path).names)
+    frame = pd.read_parquet(path, columns=[c for c in columns if c in present])
+    return _with_columns(frame, columns)
+
+
+def read_rows(path: Path, rows: np.ndarray, columns: Sequence[str], batch_size: int = 1024) -> pd.DataFrame:
+    """`columns` (see read_table) of the rows at the sorted positions `rows` of a features.parquet,
+    indexed by those positions. The file is read a batch of rows at a time and only the wanted
+    rows are kept, so memory holds one batch and the rows kept, however wide the table."""
+    file = pq.ParquetFile(path)
+    present = set(file.schema_arrow.names)
+    wanted = [c for c in columns if c in present]
+    if not wanted:
+        return _with_columns(pd.DataFrame(index=pd.Index(rows)), columns)
+    frame = _kept_rows(file, rows, wanted, batch_size).to_pandas()
+    return _with_columns(frame.set_axis(pd.Index(rows)), columns)
+
+
+def _kept_rows(file: pq.ParquetFile, rows: np.ndarray, columns: list[str], batch_size: int) -> pa.Table:
+    kept, start = [], 0
+    for batch in file.iter_batches(batch_size=batch_size, columns=columns):
+        mine = rows[(rows >= start) & (rows < start + batch.num_rows)] - start
+        if len(mine):
+            kept.append(batch.take(pa.array(mine)))
+        start += batch.num_rows
+    return pa.Table.from_batches(kept, pa.schema([file.schema_arrow.field(c) for c in columns]))
+
+
+def _with_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`frame` with `columns` in that order, those it lacks all NaN float32."""
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        nan = np.full((len(frame), len(missing)), np.nan, dtype=np.float32)
+        frame = pd.concat([frame, pd.DataFrame(nan, index=frame.index, columns=missing)], axis=1)
+    return frame[list(columns)]
 
 
 # --- labels from final test -----------------------------------------------------------------------
