@@ -265,6 +265,8 @@ def read_rows(path: Path, rows: np.ndarray, columns: Sequence[str], batch_size: 
     ]
     arrays = [column for block in blocks for column in block.columns]
     frame = pa.Table.from_arrays(arrays, names=wanted).to_pandas() if wanted else pd.DataFrame(index=rows)
+    del blocks, arrays
+    pa.default_memory_pool().release_unused()  # the blocks read: back to the system, not kept for Arrow
     return _with_columns(frame.set_axis(pd.Index(rows)), columns)
 
 
