@@ -80,10 +80,10 @@ def test_selection_is_bounded_by_cells_and_its_blocks_change_no_bit(
     tests = ["p_m", "p_m2", "p_u", "p_noise"]
     rows = ym.labelled(train, tests)
     values = rows[tests].to_numpy(dtype=np.float32).T
-    whole, chosen = ym._standardized(values), ym.select_tests(train, 4)
+    whole, chosen = ym._standardized(values.copy()), ym.select_tests(train, 4)
     assert whole.dtype == np.float32 and whole.shape == (4, len(rows))
     monkeypatch.setattr(ym, "BLOCK_CELLS", 1)  # a block per test
-    assert np.array_equal(ym._standardized(values), whole)
+    assert np.array_equal(ym._standardized(values.copy()), whole)
     assert np.array_equal(ym._standardized(np.asfortranarray(values)), whole)  # any layout, same sums
     assert ym.select_tests(train, 4) == chosen
 

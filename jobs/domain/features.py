@@ -259,15 +259,24 @@ def read_rows(path: Path, rows: np.ndarray, columns: Sequence[str], batch_size: 
     file = pq.ParquetFile(path)
     present = set(file.schema_arrow.names)
     wanted = [c for c in columns if c in present]
-    blocks = [
-        _kept_rows(file, rows, wanted[i : i + READ_COLUMNS], batch_size)
-        for i in range(0, len(wanted), READ_COLUMNS)
-    ]
-    arrays = [column for block in blocks for column in block.columns]
-    frame = pa.Table.from_arrays(arrays, names=wanted).to_pandas() if wanted else pd.DataFrame(index=rows)
-    del blocks, arrays
-    pa.default_memory_pool().release_unused()  # the blocks read: back to the system, not kept for Arrow
+    frame = _kept_frame(file, rows, wanted, batch_size) if wanted else pd.DataFrame(index=rows)
     return _with_columns(frame.set_axis(pd.Index(rows)), columns)
+
+
+def _kept_frame(file: pq.ParquetFile, rows: np.ndarray, columns: list[str], batch_size: int) -> pd.DataFrame:
+    """The frame's memory comes from malloc, which gives it back once the caller drops the frame;
+    Arrow's own pool keeps what it frees (the rows of every day read would pile up), so what it
+    held for reading is handed back as well."""
+    blocks = [
+        _kept_rows(file, rows, columns[i : i + READ_COLUMNS], batch_size)
+        for i in range(0, len(columns), READ_COLUMNS)
+    ]
+    table = pa.Table.from_arrays([column for block in blocks for column in block.columns], names=columns)
+    del blocks
+    frame = table.to_pandas(memory_pool=pa.system_memory_pool())
+    del table
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def _kept_rows(file: pq.ParquetFile, rows: np.ndarray, columns: list[str], batch_size: int) -> pa.Table:

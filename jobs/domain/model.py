@@ -92,15 +92,16 @@ def rank_tests(rows: pd.DataFrame, columns: Sequence[str], k: int) -> list[str]:
     closely) from filling the list: plain univariate ranking put 12 speed-test siblings ahead of
     the leakage test that matters. Missing values count as the median.
 
-    Memory: the residuals are one float32 matrix (a row per test); standardizing (float64) and
-    ranking (int64 ranks) go a block of tests at a time, so no float64 or int64 copy of the whole
-    matrix is made: with SELECTION_CELLS results the matrix is 80 MB, a float64 copy would add 160.
+    Memory: the residuals are one float32 matrix (a row per test), stacked from the columns and
+    standardized in place; standardizing (float64) and ranking (int64 ranks) go a block of tests
+    at a time, so no float64 or int64 copy of the whole matrix is made: with SELECTION_CELLS
+    results the matrix is 80 MB, and each such copy would add 160 (there were three).
     """
     columns = list(columns)
     y = rows["ft_failed"].to_numpy(dtype=bool)
     if not columns or y.all() or not y.any():
         return columns[:k]
-    residual = _standardized(rows[columns].to_numpy(dtype=np.float32).T)
+    residual = _standardized(np.stack([rows[c].to_numpy(dtype=np.float32) for c in columns]))
     chosen: list[int] = []
     for _ in range(min(k, len(columns))):
         score = _separation(y, residual)
@@ -123,10 +124,10 @@ def _blocks(matrix: np.ndarray) -> list[slice]:
 
 
 def _standardized(values: np.ndarray) -> np.ndarray:
-    """Rows (tests) with missing values set to the median, then centred and scaled (constant:
-    all 0), as float32; computed in float64 a C-ordered block at a time, whatever the layout of
-    `values`, so the sums run in the same order (and give the same bits) for any table."""
-    out = np.empty(values.shape, dtype=np.float32)
+    """`values` (float32, a row per test), in place: missing values set to the row's median,
+    then centred and scaled (constant: all 0). Computed in float64 a C-ordered block at a time,
+    whatever the layout of `values`, so the sums run in the same order (and give the same bits)
+    for any table."""
     for block in _blocks(values):
         part = np.ascontiguousarray(values[block], dtype=np.float64)
         with np.errstate(all="ignore"), warnings.catch_warnings(action="ignore", category=RuntimeWarning):
@@ -134,8 +135,8 @@ def _standardized(values: np.ndarray) -> np.ndarray:
         part = np.where(np.isnan(part), median[:, None], part)
         part -= part.mean(axis=1)[:, None]
         spread = part.std(axis=1)[:, None]
-        out[block] = part / np.where(spread > 0, spread, np.inf)
-    return out
+        values[block] = part / np.where(spread > 0, spread, np.inf)
+    return values
 
 
 def _separation(y: np.ndarray, residual: np.ndarray) -> np.ndarray:
