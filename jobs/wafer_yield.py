@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,11 @@ from typing import Any
 import luigi
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import __version__
-from jobs.domain import decisions, ingest, lifecycle, quality, registry, report_page
+from jobs.domain import decisions, ingest, lifecycle, quality, registry, report_page, results
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.domain import yield_views as views
@@ -183,13 +184,12 @@ class IngestFab(DailyStage):
         )
 
 
-def read_ingest(fab: str, date: dt.date, tables: Iterable[str] = ("dies", "results")) -> dict[str, Any]:
+def read_ingest(fab: str, date: dt.date) -> dict[str, Any]:
+    """A fab-day's ingest: its manifest, dies and wafer-sort result sources (the conversions)."""
     folder = IngestFab(fab=fab, date=date).folder()
-    out: dict[str, Any] = {"ingest": read_json(folder / "manifest.json")}
-    for table in tables:
-        path = folder / f"{table}.parquet"
-        out[table] = pd.read_parquet(path) if path.exists() else None
-    return out
+    manifest = read_json(folder / "manifest.json")
+    sources = ingest.result_sources(manifest, converted_folder)
+    return {"ingest": manifest, "dies": pd.read_parquet(folder / "dies.parquet"), "sources": sources}
 
 
 def present_fabs(date: dt.date) -> tuple[list[str], list[str]]:
@@ -215,8 +215,11 @@ class QualityGate(DailyStage):
 
     def run(self) -> None:
         present, offline = present_fabs(self.date)
-        self.set_status_message(f"checking {', '.join(present) or 'no fab'}")
-        tables = {fab: read_ingest(fab, self.date) for fab in present}
+        tables = {}
+        for i, fab in enumerate(present):
+            self.set_status_message(f"checking {fab}")
+            tables[fab] = quality.fab_tables(**read_ingest(fab, self.date))
+            self.set_progress_percentage(90 * (i + 1) // len(present))
         settings = quality_gate()
         limits = quality.Thresholds(**{f.name: getattr(settings, f.name) for f in fields(quality.Thresholds)})
         report = quality.gate(tables, limits)
@@ -246,17 +249,20 @@ class Features(DailyStage):
 
     def run(self) -> None:
         present, offline = present_fabs(self.date)
-        frames = []
-        for i, fab in enumerate(present):
-            self.set_status_message(f"features of {fab}")
-            tables = read_ingest(fab, self.date)
-            frames.append(feats.build_features(tables["dies"], tables["results"], fab=fab))
-            self.set_progress_percentage(100 * (i + 1) // max(len(present), 1))
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         with self.publish() as (work, manifest):
-            table.to_parquet(work / "features.parquet", index=False)
-            rows_per_fab = table.groupby("fab").size().to_dict() if len(table) else {}
-            manifest.update(fabs=present, offline_fabs=offline, rows={"dies": len(table), **rows_per_fab})
+            rows = feats.write_day(self.fab_tables(present), work / "features.parquet")
+            manifest.update(fabs=present, offline_fabs=offline, rows={"dies": sum(rows.values()), **rows})
+
+    def fab_tables(self, fabs: list[str]) -> Iterator[pa.Table]:
+        """Each fab's features in turn (one fab's in memory at a time)."""
+        for i, fab in enumerate(fabs):
+            self.set_status_message(f"features of {fab}")
+            day = read_ingest(fab, self.date)
+            stream = results.batches(day["sources"], feats.PTR_COLUMNS, kinds=["PTR"])
+            yield feats.build_features(
+                day["dies"], stream, fab=fab, tests=results.tests_of(day["sources"], ["PTR"])
+            )
+            self.set_progress_percentage(100 * (i + 1) // len(fabs))
 
 
 def features_path(date: dt.date) -> Path:
@@ -788,12 +794,8 @@ def scored_dies(date: dt.date) -> pd.DataFrame | None:
 
 def day_tables(date: dt.date, key_tests: list[str]) -> tuple[pd.DataFrame, ...]:
     """The report's tables of a day's fabs present (see `views.read_day`)."""
-    folders = {}
-    for fab in present_fabs(date)[0]:
-        ingest = IngestFab(fab=fab, date=date).folder()
-        files = read_json(ingest / "manifest.json")["files"]
-        folders[fab] = (ingest, [converted_folder(f["sha256"]) for f in files if f["flow"] == "wafer_sort"])
-    return views.read_day(folders, key_tests)
+    days = {fab: read_ingest(fab, date) for fab in present_fabs(date)[0]}
+    return views.read_day({fab: (day["dies"], day["sources"]) for fab, day in days.items()}, key_tests)
 
 
 class WaferYieldDaily(DailyStage):

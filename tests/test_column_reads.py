@@ -16,6 +16,7 @@ from typing import Any
 import luigi
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from luigi.execution_summary import LuigiStatusCode
@@ -190,6 +191,12 @@ def test_a_day_without_a_model_column_reads_as_the_whole_tables_did(floor: Path,
     whole = pd.concat([pd.read_parquet(full), pd.read_parquet(lacking)], ignore_index=True)
     read = pd.concat([feats.read_table(full, wanted), feats.read_table(lacking, wanted)], ignore_index=True)
     pd.testing.assert_frame_equal(read, whole[wanted])  # NaN float32 where the day lacks it, as before
+    empty = tmp_path / "no-dies.parquet"  # every fab offline: a file without columns
+    pq.write_table(pa.table({}), empty)
+    with_empty = pd.concat([feats.read_table(empty, wanted), read], ignore_index=True)
+    pd.testing.assert_frame_equal(
+        with_empty, pd.concat([pd.read_parquet(empty), whole], ignore_index=True)[wanted]
+    )
     assert read[absent].dtype == np.float32 and read[absent].iloc[len(pd.read_parquet(full)) :].isna().all()
     alone = pd.read_parquet(lacking)  # scored alone, the column was absent: filled with the median
     assert absent not in alone

@@ -46,6 +46,15 @@ def results_table(rows: list[tuple[int, int, str, float]], kind: str = "PTR") ->
 NO_RESULTS = results_table([])
 
 
+def features_of(parts: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """build_features of results given as one batch, as a DataFrame."""
+    return feat.build_features(parts, [arrow(results)], fab="fab1").to_pandas()
+
+
+def arrow(results: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(results, preserve_index=False)
+
+
 def grid_parts(failing: set[tuple[int, int]], wafer: str = "01", first_key: int = 0) -> list[dict]:
     return [
         dict(part_key=first_key + i, wafer_id=wafer, x_coord=x, y_coord=y, passed=(x, y) not in failing)
@@ -56,11 +65,7 @@ def grid_parts(failing: set[tuple[int, int]], wafer: str = "01", first_key: int 
 def test_failing_neighbours_on_a_grid() -> None:
     # wafer 01 fails the centre and the top-right die; wafer 02 (same coordinates) passes all
     parts = parts_table(grid_parts({(0, 0), (1, 1)}) + grid_parts(set(), "02", first_key=9))
-    out = (
-        feat.build_features(parts, NO_RESULTS, fab="fab1")
-        .set_index(["wafer_id", "x_coord", "y_coord"])
-        .sort_index()
-    )
+    out = features_of(parts, NO_RESULTS).set_index(["wafer_id", "x_coord", "y_coord"]).sort_index()
     first = out.loc["01"]
     expected = {  # failing neighbours (of the 8), and how many neighbours the die has on the map
         (-1, 1): (1, 3), (0, 1): (2, 5), (1, 1): (1, 3),
@@ -77,7 +82,7 @@ def test_failing_neighbours_on_a_grid() -> None:
 
 
 def test_spatial_features_and_identifier_types() -> None:
-    out = feat.build_features(parts_table(grid_parts(set())), NO_RESULTS, fab="fab1")
+    out = features_of(parts_table(grid_parts(set())), NO_RESULTS)
     assert list(out.columns[:7]) == ["fab", *feat.FEATURE_KEY, "ws_passed", "ws_hard_bin"]
     assert [str(out[c].dtype) for c in feat.FEATURE_KEY] == ["str", "str", "int16", "int16"]
     assert out["ws_passed"].dtype == bool
@@ -93,7 +98,7 @@ def test_spatial_features_and_identifier_types() -> None:
 def test_ring_zones_are_equal_area_rings() -> None:
     x = np.arange(0, 100, dtype=np.int16)
     parts = parts_table([dict(part_key=i, x_coord=int(v)) for i, v in enumerate(x)])
-    out = feat.build_features(parts, NO_RESULTS, fab="fab1")
+    out = features_of(parts, NO_RESULTS)
     r, big_r = out["radius"].to_numpy(), np.hypot(99.5, 0.5)
     assert (out["ring_zone"].to_numpy() == np.minimum(np.floor(4 * (r / big_r) ** 2), 3)).all()
     assert out.loc[out["radius"] < big_r * np.sqrt(0.25) - 1e-9, "ring_zone"].eq(0).all()
@@ -113,7 +118,7 @@ def test_the_final_test_of_a_retested_die_counts() -> None:
     results = results_table([(0, 7, "VDD", 5.0), (2, 7, "VDD", 1.0), (1, 7, "VDD", 2.0), (3, 7, "VDD", 3.0)])
     dies = feat.final_dies(parts)
     assert dies["part_key"].tolist() == [1, 2, 4]
-    out = feat.build_features(parts, results, fab="fab1").set_index("x_coord")
+    out = features_of(parts, results).set_index("x_coord")
     assert out.loc[0, "ws_passed"] and not out.loc[2, "ws_passed"]
     assert out.loc[0, "raw_VDD"] == 1.0  # the retest's value, not the first touch's
     assert np.isnan(out.loc[2, "raw_VDD"])  # its final test has no result
@@ -147,13 +152,52 @@ def test_tests_become_columns_scaled_per_day() -> None:
     rows += [(i, 11, "DUP", 1.0 * i) for i in range(5)] + [(i, 12, "DUP", 2.0) for i in range(5)]
     rows += [(0, 13, "", 1.0)]
     functional = results_table([(i, 20, "SCAN", np.nan) for i in range(5)], kind="FTR")
-    out = feat.build_features(parts, pd.concat([results_table(rows), functional]), fab="fab1")
+    out = features_of(parts, pd.concat([results_table(rows), functional]))
     tests = feat.test_columns(out)
     assert tests == ["p_I_DD_1_2V", "p_DUP_11", "p_DUP_12", "p_13"]  # sanitized; collisions numbered
     assert out["p_I_DD_1_2V"].to_numpy() == pytest.approx((np.arange(1, 6) - 3) / 1.4826)
     assert out["raw_I_DD_1_2V"].tolist() == [1, 2, 3, 4, 5]
     assert out["p_13"].isna().sum() == 4
     assert "p_SCAN" not in out and out[tests].dtypes.eq(np.float32).all()
+
+
+def test_features_streamed_in_batches_equal_one_batch() -> None:
+    # tests first seen in later batches, out of number order, and a repeated result across batches
+    parts = parts_table([dict(part_key=i, x_coord=i) for i in range(6)])
+    rows = [(i, n, f"T{n}", float(i * n)) for n in (30, 10) for i in range(6)]
+    rows += [(i, 20, "T20", float(i)) for i in range(0, 6, 2)] + [
+        (1, 10, "T10", 99.0),
+        (9, 40, "NO DIE", 1.0),
+    ]
+    results = results_table(rows)
+    whole = features_of(parts, results)
+    batches = [arrow(results.iloc[i : i + 5]) for i in range(0, len(results), 5)]
+    streamed = feat.build_features(parts, batches, fab="fab1").to_pandas()
+    pd.testing.assert_frame_equal(streamed, whole)
+    assert feat.test_columns(whole) == ["p_T10", "p_T20", "p_T30"]  # the die-less test 40 is no column
+    assert whole.loc[1, "raw_T10"] == 99.0  # a repeated result: the last
+
+
+def test_write_day_unions_the_fabs_columns(tmp_path: Path) -> None:
+    parts = parts_table([dict(part_key=i, x_coord=i) for i in range(3)])
+    one = results_table([(i, 1, "A", 1.0 * i) for i in range(3)])
+    two = results_table([(i, n, t, 2.0) for i in range(3) for n, t in ((1, "A"), (2, "B"))])
+    tables = [
+        feat.build_features(parts, [arrow(r)], fab=f)
+        for f, r in (("fab1", one), ("fab2", two), ("fab3", one))
+    ]
+    path = tmp_path / "features.parquet"
+    assert feat.write_day(iter(tables), path) == {"fab1": 3, "fab2": 3, "fab3": 3}
+    day = pd.read_parquet(path)
+    assert feat.test_columns(day) == ["p_A", "p_B"] and day["raw_B"].dtype == np.float32
+    assert day.groupby("fab")["raw_B"].count().to_dict() == {"fab1": 0, "fab2": 3, "fab3": 0}
+    assert pq.ParquetFile(path).num_row_groups == 3 and sorted(p.name for p in tmp_path.iterdir()) == [
+        path.name
+    ]
+    assert (
+        feat.write_day([], tmp_path / "empty.parquet") == {}
+        and pd.read_parquet(tmp_path / "empty.parquet").empty
+    )
 
 
 def write_folder(folder: Path, parts: list[dict], results: list[dict]) -> Path:
@@ -204,7 +248,7 @@ def test_final_test_labels_parse_and_count_the_unnamed() -> None:
 
 
 def test_join_labels_leaves_unknown_null() -> None:
-    features = feat.build_features(parts_table(grid_parts({(0, 0)})), NO_RESULTS, fab="fab1")
+    features = features_of(parts_table(grid_parts({(0, 0)})), NO_RESULTS)
     labels = pd.DataFrame({"lot_id": ["L1"], "wafer_id": ["01"], "x_coord": [1], "y_coord": [1]})
     labels = labels.astype({"x_coord": "int16", "y_coord": "int16"}).assign(ft_failed=[True])
     joined = feat.join_labels(features, labels)
@@ -229,7 +273,7 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> dict:
         folders[path.name] = root / "converted" / path.name
     sort = [f for name, f in folders.items() if not name.startswith("FT_")]
     final = [f for name, f in folders.items() if name.startswith("FT_")]
-    features = feat.build_features(*feat.combine_conversions(sort), fab="fab1")
+    features = features_of(*feat.combine_conversions(sort))
     labels, unparsed = feat.final_test_labels(feat.combine_conversions(final)[0])
     truth = pd.read_parquet(root / "truth" / "fab1" / "2026-11-18.parquet")
     return dict(features=features, labels=labels, unparsed=unparsed, truth=truth)

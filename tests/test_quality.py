@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from jobs.domain import damage, quality
@@ -42,8 +43,20 @@ def good_day(dies_count: int = 20) -> dict[str, object]:
     return {"dies": dies, "results": results, "ingest": {"quarantined": [], "duplicate_files": []}}
 
 
+def figures(results: pd.DataFrame, parts: int = 21, batch: int = 7) -> quality.ResultFigures:
+    """The gate's figures of `results` streamed in Arrow batches of `batch` rows, as the workflow
+    reads them (a NaN result stays NaN; pandas' NA becomes null)."""
+    table = pa.table({c: pa.array(results[c], from_pandas=False) for c in results.columns})
+    batches = [table.slice(i, batch) for i in range(0, len(results), batch)]
+    return quality.result_figures(batches, parts, results.iloc[:0])
+
+
+def gated(day: dict[str, object]) -> dict[str, object]:
+    return {**day, "results": figures(day["results"])}
+
+
 def test_a_clean_day_passes_every_check() -> None:
-    report = quality.gate({"fab1": good_day()}, LIMITS)
+    report = quality.gate({"fab1": gated(good_day())}, LIMITS)
     assert report["passed"], report["failed"]
     assert report["warnings"] == []
     names = [c["name"] for c in report["checks"]]
@@ -82,23 +95,34 @@ def test_nan_results_fail_but_null_results_do_not() -> None:
     results = good_day()["results"]
     results["result"] = results["result"].astype("Float32")
     results.loc[0, "result"] = pd.NA  # STDF's "no value": not a data error
-    assert quality.check_finite_results("fab1", results, LIMITS).passed
-    results["result"] = results["result"].astype("float32")
+    counted = figures(results)
+    assert quality.check_finite_results("fab1", counted.nonfinite, counted.rows, LIMITS).passed
+    results = good_day()["results"]
     results.loc[1, "result"] = np.inf
-    check = quality.check_finite_results("fab1", results, LIMITS)
-    assert not check.passed and check.figures["nonfinite"] == 1
+    results.loc[len(results) - 1, "result"] = np.nan  # in the last batch
+    counted = figures(results)
+    check = quality.check_finite_results("fab1", counted.nonfinite, counted.rows, LIMITS)
+    assert not check.passed and check.figures["nonfinite"] == 2 and counted.rows == len(results)
+    assert quality.count_nonfinite(pa.array([1.0, None, np.nan, -np.inf], pa.float32())) == 2
 
 
 def test_completeness_finds_passing_dies_with_tests_missing() -> None:
     day = good_day(dies_count=20)
-    assert quality.check_completeness("fab1", day["dies"], day["results"], LIMITS).passed
+    assert quality.check_completeness("fab1", day["dies"], figures(day["results"]), LIMITS).passed
     results = day["results"]
     short = results[~((results["part_key"] == 5) & (results["test_num"] == 3))]
-    check = quality.check_completeness("fab1", day["dies"], short, LIMITS)
+    check = quality.check_completeness("fab1", day["dies"], figures(short), LIMITS)
     assert not check.passed and check.figures["complete_share"] == pytest.approx(19 / 20)
+    assert check.figures["catalogue_sizes"] == {"PMX7_WS1": 3}
+    # a test repeated by a die (another pin, the same number) counts once, across batches too
+    repeated = pd.concat([results, results[results["part_key"] == 5]], ignore_index=True)
+    assert quality.check_completeness("fab1", day["dies"], figures(repeated, batch=4), LIMITS).passed
     # a die that failed its first test and passed on retest is judged on the retest
     first_of_retested = results[~((results["part_key"] == 0) & (results["test_num"] > 1))]
-    assert quality.check_completeness("fab1", day["dies"], first_of_retested, LIMITS).passed
+    assert quality.check_completeness("fab1", day["dies"], figures(first_of_retested), LIMITS).passed
+    # a program none of whose dies ran a test has no catalogue: its passing dies are not complete
+    check = quality.check_completeness("fab1", day["dies"], figures(results.iloc[:0]), LIMITS)
+    assert not check.passed and check.figures["catalogue_sizes"] == {}
 
 
 def test_duplicate_dies_outside_retests() -> None:
@@ -112,7 +136,7 @@ def test_duplicate_dies_outside_retests() -> None:
 def test_files_set_aside_by_ingest_warn_without_failing_the_gate() -> None:
     day = good_day()
     day["ingest"] = {"quarantined": [{"file": "a.stdf.gz"}], "duplicate_files": [{"file": "b"}]}
-    report = quality.gate({"fab1": day}, LIMITS)
+    report = quality.gate({"fab1": gated(day)}, LIMITS)
     assert report["passed"] and report["warnings"] == ["fab1: files"]
     files = next(c for c in report["checks"] if c["name"] == "fab1: files")
     assert files["figures"]["quarantined_files"] == 1 and files["figures"]["duplicate_files"] == 1

@@ -5,24 +5,27 @@ all computed within one fab-day. What each feature is and why: jobs/domain/READM
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.domain import results
 from jobs.domain.dies import DIE_KEY, last_tests
 from jobs.domain.part_text import parse_part_txt
+from jobs.domain.results import TestIndex, of_kinds, widened
 from jobs.domain.robust import robust_centre
-from jobs.stdf.tables import PARTS_SCHEMA, RESULTS_SCHEMA
 
 FEATURE_KEY = DIE_KEY  # a feature row is one die
 WAFER_KEY = ["lot_id", "wafer_id"]
 DIE_COLUMNS = [*FEATURE_KEY, "fab", "ws_passed"]  # a die's identity and wafer-sort outcome
 TEST_PREFIX = "p_"
 RAW_PREFIX = "raw_"
+PTR_COLUMNS = ["kind", "test_num", "test_txt", "result"]  # of the results, what the features read
 SPATIAL_FEATURES = [
     "radius",
     "edge_distance",
@@ -34,7 +37,6 @@ SPATIAL_FEATURES = [
 WAFER_FEATURES = ["wafer_ws_yield", "wafer_mean_test_time_ms"]
 READ_COLUMNS = 1_000  # read_rows reads this many columns at a time (see there)
 CLIP = 15.0  # robust z beyond this is an outlier whatever its size; keeps imputation and scaling sane
-RESULT_COLUMNS = ["kind", "test_num", "test_txt", "pin_index", "result", "failed", "alarm", "unreliable"]
 # Die keys pack (wafer, x, y) into one int64: x and y are int16, shifted to be non-negative.
 _SPAN = 1 << 17
 _SHIFT = 1 << 16
@@ -44,38 +46,10 @@ _SHIFT = 1 << 16
 
 
 def combine_conversions(folders: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Parts and results of several converted files, with a `part_key` unique across them.
-
-    `part_key` (int64) replaces `part_index`: the folder's offset (parts read so far) plus the
-    part's index, so keys follow the order of `folders`. Parts gain `source_sha256`, the folder
-    name (conversions are stored by content hash). A folder given twice is read once. In the
-    results, `kind` and `test_txt` are pandas categoricals (dictionary-encoded, as stored).
-    """
-    parts_tables, result_tables, offset = [], [], 0
-    for folder in dict.fromkeys(Path(f) for f in folders):
-        parts = pq.read_table(folder / "parts.parquet")
-        results = pq.read_table(folder / "results.parquet", columns=["part_index", *RESULT_COLUMNS])
-        size = int(pa.compute.max(parts["part_index"]).as_py() or 0) + 1 if parts.num_rows else 0
-        parts = _with_part_key(parts, offset).append_column(
-            "source_sha256", pa.array([folder.name] * parts.num_rows, pa.string())
-        )
-        parts_tables.append(parts)
-        result_tables.append(_with_part_key(results, offset))
-        offset += size
-    if not parts_tables:  # a day whose files were all set aside: empty tables, same columns
-        no_parts = _with_part_key(PARTS_SCHEMA.empty_table(), 0)
-        parts_tables = [no_parts.append_column("source_sha256", pa.array([], pa.string()))]
-        no_results = RESULTS_SCHEMA.empty_table().select(["part_index", *RESULT_COLUMNS])
-        result_tables = [_with_part_key(no_results, 0)]
-    parts = pa.concat_tables(parts_tables).to_pandas()
-    results = pa.concat_tables(result_tables).unify_dictionaries().combine_chunks()
-    # a flag with nulls (`failed`: no pass/fail indication) as pandas "boolean", never object
-    return parts, results.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
-
-
-def _with_part_key(table: pa.Table, offset: int) -> pa.Table:
-    key = pa.array(table["part_index"].to_numpy().astype(np.int64) + offset)
-    return table.drop_columns(["part_index"]).add_column(0, "part_key", key)
+    """Parts and all results of several converted files, with a `part_key` unique across them
+    (see `results.read_parts`): for small days and tests; the workflow streams the results."""
+    parts, sources = results.read_parts(folders)
+    return parts, results.read_all(sources)
 
 
 # --- dies and their wafer-sort outcome ----------------------------------------------------------
@@ -99,37 +73,73 @@ def _passed(dies: pd.DataFrame) -> np.ndarray:
 # --- the feature table ----------------------------------------------------------------------------
 
 
-def build_features(parts: pd.DataFrame, results: pd.DataFrame, *, fab: str) -> pd.DataFrame:
+def build_features(
+    parts: pd.DataFrame, results: Iterable[pa.Table], *, fab: str, tests: Sequence[int] | np.ndarray = ()
+) -> pa.Table:
     """One row per wafer-sort die of a fab-day (its final test): identifiers, outcome, features.
 
-    Columns: fab, lot_id, wafer_id, x_coord, y_coord, ws_passed, ws_hard_bin, the `p_*` tests
-    (in test-number order), the same `raw_*`, SPATIAL_FEATURES, WAFER_FEATURES.
+    `results`: the fab-day's results in Arrow batches (`results.batches`), with part_key and
+    PTR_COLUMNS; `tests`: the PTR test numbers expected (see `parametric_matrix`). Columns: fab,
+    lot_id, wafer_id, x_coord, y_coord, ws_passed, ws_hard_bin, the `p_*` tests (in test-number
+    order), the same `raw_*`, SPATIAL_FEATURES, WAFER_FEATURES. An Arrow table: its test columns
+    are the matrices' own memory, not a copy (a realistic fab-day has tens of thousands).
     """
     dies = final_dies(parts)
     out = pd.DataFrame({"fab": pd.Series(fab, index=dies.index, dtype=dies["lot_id"].dtype)})
     out[FEATURE_KEY] = dies[FEATURE_KEY]
     out["ws_passed"] = _passed(dies)
     out["ws_hard_bin"] = dies["hard_bin"]
-    tests = parametric_matrix(dies, results)
-    spatial = spatial_features(dies)
-    wafer = wafer_features(dies)
-    return pd.concat([out, tests, spatial, wafer], axis=1)
+    tests = parametric_matrix(dies, results, tests)
+    rest = pd.concat([spatial_features(dies), wafer_features(dies)], axis=1)
+    head, tail = (pa.Table.from_pandas(f, preserve_index=False) for f in (out, rest))
+    names = [*head.column_names, *tests.names, *tail.column_names]
+    return pa.Table.from_arrays([*head.columns, *tests.arrays(), *tail.columns], names=names)
 
 
-def parametric_matrix(dies: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """(dies, PTR tests): robust z of each die's final-test results (`p_<test_txt>`), then the
-    raw results (`raw_<test_txt>`), both float32, tests in test-number order."""
-    ptr = results[results["kind"] == "PTR"]
+class TestMatrix(NamedTuple):
+    """(dies, tests) robust z in test-number order and raw values in the order the tests were
+    first seen (`order` puts them in test-number order); float32, column-major."""
+
+    names: list[str]  # p_* of every test then raw_* (in test-number order)
+    scaled: np.ndarray
+    raw: np.ndarray
+    order: np.ndarray
+
+    def arrays(self) -> list[pa.Array]:
+        """The p_* then raw_* columns; a NaN (no result) is null, as pandas writes it."""
+        scaled = [self.scaled[:, j] for j in range(len(self.order))]
+        return [pa.array(c, from_pandas=True) for c in [*scaled, *(self.raw[:, j] for j in self.order)]]
+
+
+def parametric_matrix(
+    dies: pd.DataFrame, results: Iterable[pa.Table], tests: Sequence[int] | np.ndarray = ()
+) -> TestMatrix:
+    """(dies, PTR tests): robust z of each die's final-test results (`p_<test_txt>`) and the raw
+    results (`raw_<test_txt>`), filled batch by batch; only tests with a result on a die are
+    columns. `tests`, the test numbers expected (the files' catalogues), sizes the matrix once.
+    A repeated result counts its last value."""
     keys = dies["part_key"].to_numpy()  # sorted: final_dies orders by part_key
-    at = np.minimum(np.searchsorted(keys, ptr["part_key"].to_numpy()), max(len(keys) - 1, 0))
-    mine = keys[at] == ptr["part_key"].to_numpy() if len(keys) else np.zeros(len(ptr), bool)
-    numbers, test = np.unique(ptr["test_num"].to_numpy()[mine], return_inverse=True)
-    values = np.full((len(keys), len(numbers)), np.nan)
-    values[at[mine], test] = ptr["result"].to_numpy(dtype=float)[mine]  # a repeated result: the last
-    names = _test_names(ptr[mine], numbers)
-    scaled = pd.DataFrame(robust_scale(values).astype(np.float32), columns=names, index=dies.index)
-    raw = pd.DataFrame(values.astype(np.float32), columns=[raw_column(n) for n in names], index=dies.index)
-    return pd.concat([scaled, raw], axis=1)
+    index = TestIndex(tests)
+    values = np.full((len(keys), len(index)), np.nan, np.float32, order="F")
+    seen, first_txt = np.zeros(len(index), bool), {}
+    for batch in results:
+        ptr = batch.filter(of_kinds(batch, ["PTR"]))
+        part = ptr["part_key"].to_numpy()
+        at = np.minimum(np.searchsorted(keys, part), max(len(keys) - 1, 0))
+        mine = keys[at] == part if len(keys) else np.zeros(len(part), bool)
+        test = index.columns(ptr["test_num"].to_numpy()[mine])
+        values = widened(values, len(index), np.nan)
+        seen = np.concatenate([seen, np.zeros(values.shape[1] - len(seen), bool)])
+        values[at[mine], test] = ptr["result"].to_numpy(zero_copy_only=False)[mine]  # null: NaN
+        columns, first = np.unique(test, return_index=True)
+        new = ~seen[columns]  # a test's name is its first result's
+        names = ptr["test_txt"].take(np.flatnonzero(mine)[first[new]]).to_pylist()
+        first_txt.update(zip(columns[new].tolist(), names, strict=True))
+        seen[columns] = True
+    kept = np.flatnonzero(seen)
+    order = kept[np.argsort(index.numbers[kept], kind="stable")]
+    names = _test_names([first_txt[j] for j in order], index.numbers[order])
+    return TestMatrix([*names, *(raw_column(n) for n in names)], robust_scale(values, order), values, order)
 
 
 def raw_column(test: str) -> str:
@@ -137,10 +147,9 @@ def raw_column(test: str) -> str:
     return RAW_PREFIX + test.removeprefix(TEST_PREFIX)
 
 
-def _test_names(ptr: pd.DataFrame, numbers: np.ndarray) -> list[str]:
+def _test_names(texts: Sequence[object], numbers: np.ndarray) -> list[str]:
     """`p_<sanitized test_txt>` per test number; `p_<txt>_<num>` where names collide or are empty."""
-    txt = ptr.drop_duplicates("test_num").set_index("test_num")["test_txt"]
-    raw = [str(txt.get(n)) if pd.notna(txt.get(n)) else "" for n in numbers]
+    raw = [str(t) if pd.notna(t) else "" for t in texts]
     clean = [re.sub(r"[^0-9A-Za-z]+", "_", t).strip("_") for t in raw]
     counts = pd.Series(clean).value_counts()
     return [
@@ -149,12 +158,64 @@ def _test_names(ptr: pd.DataFrame, numbers: np.ndarray) -> list[str]:
     ]
 
 
-def robust_scale(values: np.ndarray) -> np.ndarray:
-    """Per column: (x - median) / (1.4826 MAD), or IQR/1.349, or 1 when that is 0; clipped to ±CLIP."""
-    if values.size == 0:
-        return values
-    median, spread = robust_centre(values)  # an all-NaN column: no die ran the test
-    return np.clip((values - median) / spread, -CLIP, CLIP)
+def robust_scale(values: np.ndarray, order: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+    """Per column (taken in `order`): (x - median) / (1.4826 MAD), or IQR/1.349, or 1 when that is
+    0; clipped to ±CLIP; float32, column-major. Computed in float64 a few columns at a time, so the
+    temporaries stay small whatever the matrix."""
+    order = np.arange(values.shape[1]) if order is None else order
+    scaled = np.empty((values.shape[0], len(order)), np.float32, order="F")
+    for start in range(0, len(order), chunk):
+        block = values[:, order[start : start + chunk]].astype(np.float64)
+        median, spread = robust_centre(block)  # an all-NaN column: no die ran the test
+        scaled[:, start : start + chunk] = np.clip((block - median) / spread, -CLIP, CLIP)
+    return scaled
+
+
+def write_day(tables: Iterable[pa.Table], path: Path) -> dict[str, int]:
+    """Write a day's fab tables (`build_features`) as one Parquet file, a row group per fab, the
+    columns their union in order of appearance (a test a fab lacks is null there); returns the
+    rows per fab. Memory holds one fab at a time: fabs with the same columns (one test program)
+    stream into one file; a fab with other columns starts a side file, and the sides are merged."""
+    sides: list[Path] = []
+    writer, rows = None, {}
+    for table in tables:
+        if writer is None or not table.schema.equals(writer.schema):
+            if writer is not None:
+                writer.close()
+            sides.append(path.with_name(f".{path.stem}-{len(sides)}.parquet"))
+            writer = pq.ParquetWriter(sides[-1], table.schema)
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        if table.num_rows:
+            rows[table["fab"][0].as_py()] = table.num_rows
+    if writer is None:
+        pq.write_table(pa.table({}), path)
+    else:
+        writer.close()
+        _merge(sides, path)
+    return dict(sorted(rows.items()))
+
+
+def _merge(sides: list[Path], path: Path) -> None:
+    """One file of the side files (their columns' union), a row group at a time."""
+    if len(sides) == 1:
+        sides[0].rename(path)
+        return
+    schema = pa.unify_schemas([pq.read_schema(p) for p in sides], promote_options="permissive")
+    with pq.ParquetWriter(path, schema) as writer:
+        for side in sides:
+            file = pq.ParquetFile(side)
+            for group in range(file.num_row_groups):
+                writer.write_table(_conformed(file.read_row_group(group), schema))
+            side.unlink()
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    def column(field: pa.Field) -> pa.Array | pa.ChunkedArray:
+        if field.name in table.column_names:
+            return table[field.name].cast(field.type)
+        return pa.nulls(table.num_rows, field.type)
+
+    return pa.Table.from_arrays([column(f) for f in schema], schema=schema)
 
 
 def spatial_features(dies: pd.DataFrame) -> pd.DataFrame:
@@ -243,9 +304,9 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame
     """A features.parquet: every column, or `columns` in that order. A column the file lacks (a
     test no die of the day ran) comes as NaN float32: what concatenating the day with one that
     has it gives, so a model sees a missing test the same way however the days were read."""
-    if columns is None:
-        return pd.read_parquet(path)
     present = set(pq.read_schema(path).names)
+    if columns is None or not present:  # every column; or a day without dies, whose file has none
+        return pd.read_parquet(path)
     frame = pd.read_parquet(path, columns=[c for c in columns if c in present])
     return _with_columns(frame, columns)
 

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from jobs.domain import quality
 from jobs.domain.conversion import Conversion, distinct
 from jobs.domain.damage import check_damage
 from jobs.domain.merge import harmonized_file
+from jobs.domain.results import of_kinds
 
 SAMPLE = 50_000  # reference values kept per key parameter
 OFFSET = 10_000_000  # part_key offset per file in the window's dies: keys stay distinct
@@ -138,7 +140,8 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
     sha, facts, folder = conversion.sha256, conversion.facts, conversion.folder
     tests = pd.read_parquet(folder / "tests.parquet", columns=["test_num", "test_txt"])
     parts = pd.read_parquet(folder / "parts.parquet").rename(columns={"part_index": "part_key"})
-    results = pd.read_parquet(folder / "results.parquet", columns=["part_index", "kind", "result"])
+    results = pq.read_table(folder / "results.parquet", columns=["kind", "result"])
+    values = results.filter(of_kinds(results, ["PTR", "MPR"]))["result"]
     no_values = pd.DataFrame({"test": [], "value": []})
     values = harmonized_file(folder, fab, context.names) if facts["wafers"] else no_values
     strict = quality.Thresholds(max_nonfinite_share=0, max_duplicate_die_share=0)  # per file: none at all
@@ -152,7 +155,7 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
     if facts["wafers"]:  # the bounds are of wafer-sort tests
         checks.append(quality.check_physical_bounds(name, values, context.bounds))
     checks += [
-        quality.check_finite_results(name, results[results["kind"] != "FTR"], strict),
+        quality.check_finite_results(name, quality.count_nonfinite(values), len(values), strict),
         quality.check_duplicate_dies(name, parts.dropna(subset=["x_coord", "y_coord"]), strict),
         quality.check_duplicate_file(name, sha, context.landed_before(fab, path)),
     ]

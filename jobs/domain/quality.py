@@ -9,14 +9,18 @@ resent file that ingest already handled) are reported but do not stop training.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from jobs.domain import results
 from jobs.domain.dies import DIE_KEY, last_tests
+from jobs.domain.results import PANDAS_TYPES, Source, TestIndex, widened
 
 REQUIRED_COLUMNS: dict[str, dict[str, str]] = {
     # table -> column -> numpy dtype kind(s) it must have ("O" also covers pandas strings)
@@ -112,11 +116,66 @@ def check_value_ranges(fab: str, dies: pd.DataFrame, limits: Thresholds) -> Chec
     return Check(f"{fab}: value ranges", not bad, "error", message, figures)
 
 
-def check_finite_results(fab: str, results: pd.DataFrame, limits: Thresholds) -> Check:
+@dataclass
+class ResultFigures:
+    """What the gate needs of a fab-day's results, gathered a batch at a time (a realistic day's
+    results do not fit in memory): their columns and types, how many there are and how many are
+    NaN or infinite, and which tests each part ran."""
+
+    columns: pd.DataFrame  # no rows: the results' columns and types
+    rows: int
+    nonfinite: int
+    tested: np.ndarray  # bool (part_key, test): the part ran the test
+
+    def tests_ran(self, keys: np.ndarray) -> np.ndarray:
+        """How many distinct tests each part ran."""
+        return self.tested[keys].sum(axis=1)
+
+    def catalogue(self, keys: np.ndarray) -> int:
+        """How many distinct tests these parts ran between them."""
+        return int(self.tested[keys].any(axis=0).sum())
+
+
+def result_figures(
+    batches: Iterable[pa.Table], parts: int, columns: pd.DataFrame, tests: Sequence[int] | np.ndarray = ()
+) -> ResultFigures:
+    """ResultFigures of results in Arrow batches (part_key, test_num, result, ...), `parts` the
+    day's part count (a result of no part is left out: it belongs to no die); `columns` stands
+    for the results' types when there is no batch; `tests` (the test numbers expected) sizes
+    the matrix once."""
+    index = TestIndex(tests)
+    tested = np.zeros((parts, len(index)), bool, order="F")
+    rows = nonfinite = 0
+    for batch in batches:
+        columns = batch.slice(0, 0).to_pandas(types_mapper=PANDAS_TYPES) if rows == 0 else columns
+        rows, nonfinite = rows + batch.num_rows, nonfinite + count_nonfinite(batch["result"])
+        keys = batch["part_key"].to_numpy()
+        known = keys < parts
+        test = index.columns(batch["test_num"].to_numpy()[known])
+        tested = widened(tested, len(index), False)
+        tested[keys[known], test] = True
+    return ResultFigures(columns, rows, nonfinite, tested[:, : len(index)])
+
+
+def fab_tables(dies: pd.DataFrame, sources: Sequence[Source], ingest: dict[str, Any]) -> dict[str, Any]:
+    """What `check_fab` takes of a fab-day: its dies, the figures of its results (read from the
+    conversions a row group at a time) and the ingest manifest."""
+    columns = [c for c in REQUIRED_COLUMNS["results"] if c != "part_key"]
+    parts = int(dies["part_key"].max()) + 1 if len(dies) else 0
+    empty = results.read_all([], columns)
+    figures = result_figures(results.batches(sources, columns), parts, empty, results.tests_of(sources))
+    return {"dies": dies, "results": figures, "ingest": ingest}
+
+
+def count_nonfinite(values: pa.Array | pa.ChunkedArray) -> int:
+    """NaN or infinite values; a null (STDF's "no value") is not one."""
+    bad = pc.or_(pc.is_nan(values), pc.is_inf(values))
+    return int(pc.sum(bad.fill_null(False)).as_py() or 0)
+
+
+def check_finite_results(fab: str, nonfinite: int, rows: int, limits: Thresholds) -> Check:
     """Parametric results are numbers: NaN or infinity (not the STDF 'no value', which is null)."""
-    values = results["result"].to_numpy(dtype="float64", na_value=0.0)
-    nonfinite = int((~np.isfinite(values)).sum())
-    share = nonfinite / max(len(values), 1)
+    share = nonfinite / max(rows, 1)
     return Check(
         f"{fab}: finite results",
         share <= limits.max_nonfinite_share,
@@ -126,26 +185,29 @@ def check_finite_results(fab: str, results: pd.DataFrame, limits: Thresholds) ->
     )
 
 
-def check_completeness(fab: str, dies: pd.DataFrame, results: pd.DataFrame, limits: Thresholds) -> Check:
+def check_completeness(fab: str, dies: pd.DataFrame, results: ResultFigures, limits: Thresholds) -> Check:
     """A die that passed ran its test program's whole catalogue (every test number the day's
     files of that program executed); a passing die with tests missing was not fully tested."""
     last = last_tests(dies)
     passing = last.loc[last["passed"].fillna(False).astype(bool), ["part_key", "job"]]
     if passing.empty:
         return Check(f"{fab}: completeness", False, "error", "no passing die to check", {"passing_dies": 0})
-    executed = results[["part_key", "test_num"]].merge(dies[["part_key", "job"]], on="part_key")
-    catalogue = executed.groupby("job", observed=True)["test_num"].nunique().rename("catalogue")
-    ran = results.groupby("part_key")["test_num"].nunique().rename("ran")
-    per_die = passing.join(ran, on="part_key").join(catalogue, on="job")
-    complete = per_die["ran"].fillna(0) >= per_die["catalogue"]
+    catalogue = {
+        job: results.catalogue(keys.to_numpy())
+        for job, keys in dies.groupby("job", observed=True)["part_key"]
+    }
+    catalogue = {job: size for job, size in catalogue.items() if size}  # a program that ran no test
+    ran = results.tests_ran(passing["part_key"].to_numpy())
+    needed = passing["job"].map(catalogue).to_numpy(dtype="float64", na_value=np.nan)
+    complete = ran >= needed  # False where the program has no catalogue
     share = float(complete.mean())
     return Check(
         f"{fab}: completeness",
         share >= limits.min_completeness,
         "error",
-        f"{share:.2%} of {len(per_die)} passing dies ran the whole catalogue "
+        f"{share:.2%} of {len(passing)} passing dies ran the whole catalogue "
         f"(limit {limits.min_completeness:.0%})",
-        {"passing_dies": len(per_die), "complete_share": share, "catalogue_sizes": catalogue.to_dict()},
+        {"passing_dies": len(passing), "complete_share": share, "catalogue_sizes": catalogue},
     )
 
 
@@ -187,8 +249,9 @@ def check_any_data(fabs: dict[str, pd.DataFrame]) -> Check:
 
 
 def check_fab(fab: str, tables: dict[str, Any], limits: Thresholds) -> list[Check]:
-    """All checks of one fab's day; `tables` holds dies, results and the ingest manifest."""
-    schema = check_schema(fab, tables)
+    """All checks of one fab's day; `tables` holds dies, the ResultFigures of its results
+    ("results") and the ingest manifest."""
+    schema = check_schema(fab, {"dies": tables["dies"], "results": tables["results"].columns})
     checks = [schema, check_files(fab, tables["ingest"])]
     if not schema.passed or tables["dies"].empty:
         return checks
@@ -196,7 +259,7 @@ def check_fab(fab: str, tables: dict[str, Any], limits: Thresholds) -> list[Chec
     return [
         *checks,
         check_value_ranges(fab, dies, limits),
-        check_finite_results(fab, results, limits),
+        check_finite_results(fab, results.nonfinite, results.rows, limits),
         check_completeness(fab, dies, results, limits),
         check_duplicate_dies(fab, dies, limits),
     ]

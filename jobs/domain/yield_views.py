@@ -19,13 +19,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from jobs.domain.dies import DIE_KEY, last_tests
 from jobs.domain.features import WAFER_KEY
+from jobs.domain.results import Source, read_all
 
 WAFER = ["fab", *WAFER_KEY]
 NO_FAILING_TEST = "(no failing test recorded)"
@@ -321,23 +321,21 @@ def retest_recovery(dies: pd.DataFrame, names: Mapping[int, BinInfo] | None = No
 
 
 def read_day(
-    folders: Mapping[str, tuple[Path, Sequence[Path]]], key_tests: Sequence[str]
+    days: Mapping[str, tuple[pd.DataFrame, Sequence[Source]]], key_tests: Sequence[str]
 ) -> tuple[pd.DataFrame, ...]:
-    """(parts, results, bins, tests) of a day: per fab, its ingest folder and its wafer-sort
-    conversions. Parts and results gain `fab`; only the results the report reads (failed ones and
-    the key tests') are read."""
-    parts, results, bins, tests = [], [], [], []
+    """(parts, results, bins, tests) of a day: per fab, its dies and its wafer-sort result sources.
+    Parts and results gain `fab`; only the results the report reads (failed ones and the key
+    tests') are read."""
+    parts, found, bins, tests = [], [], [], []
     wanted = [[("failed", "==", True)], *([[("test_txt", "in", list(key_tests))]] if key_tests else [])]
-    columns = ["part_key", "kind", "test_num", "test_txt", "result", "failed"]
-    for fab, (ingest, conversions) in folders.items():
-        parts.append(pd.read_parquet(ingest / "dies.parquet").assign(fab=fab))
-        results.append(
-            pd.read_parquet(ingest / "results.parquet", columns=columns, filters=wanted).assign(fab=fab)
-        )
-        for converted in conversions:
-            bins.append(pd.read_parquet(converted / "bins.parquet"))
-            tests.append(pd.read_parquet(converted / "tests.parquet"))
+    columns = ["kind", "test_num", "test_txt", "result", "failed"]
+    for fab, (dies, sources) in days.items():
+        parts.append(dies.assign(fab=fab))
+        found.append(read_all(sources, columns, filters=wanted).assign(fab=fab))
+        for source in sources:
+            bins.append(pd.read_parquet(source.folder / "bins.parquet"))
+            tests.append(pd.read_parquet(source.folder / "tests.parquet"))
     return tuple(
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        for frames in (parts, results, bins, tests)
+        for frames in (parts, found, bins, tests)
     )

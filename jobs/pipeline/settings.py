@@ -88,7 +88,7 @@ class versions(luigi.Config):  # noqa: N801
     """Stage versions; see jobs/pipeline/stages.py for how they appear in output paths."""
 
     convert = luigi.IntParameter(default=2)
-    ingest = luigi.IntParameter(default=1)
+    ingest = luigi.IntParameter(default=2)
     quality = luigi.IntParameter(default=1)
     features = luigi.IntParameter(default=1)
     train = luigi.IntParameter(default=1)

@@ -22,7 +22,8 @@ def backfill(args: argparse.Namespace) -> dict:
     first = dt.date.fromisoformat(PIPELINE_START)
     stop = f"{first + dt.timedelta(days=args.days)}"
     configs = [("local", 1), ("luigid", 1), ("luigid", 2)]
-    extra = ("--wafer-yield-min-devices", str(args.min_devices))
+    # nobody approves in a benchmark: the first validated model serves at once, as in the demo
+    extra = ("--wafer-yield-min-devices", str(args.min_devices), "--models-auto-approve")
     with tqdm(
         total=1 + len(configs), desc="bench backfill", unit="step", file=sys.stderr, disable=args.quiet
     ) as bar:

@@ -45,7 +45,8 @@ def scale(args: argparse.Namespace) -> dict:
     history_days = 2  # the measured day trains on the first and validates on the second
     first = dt.date.fromisoformat(START)
     day = f"{first + dt.timedelta(days=history_days)}"
-    extra = ("--wafer-yield-min-devices", str(args.min_devices))
+    # nobody approves in a benchmark: the first validated model serves at once, as in the demo
+    extra = ("--wafer-yield-min-devices", str(args.min_devices), "--models-auto-approve")
     configs = [("local", 1), ("local", 2), ("luigid", 2)]
     with tqdm(
         total=4 + len(configs), desc="bench scale", unit="step", file=sys.stderr, disable=args.quiet
