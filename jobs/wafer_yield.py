@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import luigi
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from jobs import __version__
 from jobs.domain import decisions, ingest, lifecycle, quality, registry, report_page, results
@@ -263,8 +265,13 @@ class Features(DailyStage):
             self.set_progress_percentage(100 * (i + 1) // len(fabs))
 
 
-def read_features(date: dt.date) -> pd.DataFrame:
-    frame = pd.read_parquet(Features(date=date).folder() / "features.parquet")
+def features_path(date: dt.date) -> Path:
+    return Features(date=date).folder() / "features.parquet"
+
+
+def read_features(date: dt.date, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The day's feature table (every column, or `columns`: see feats.read_table) with its `date`."""
+    frame = feats.read_table(features_path(date), columns)
     frame["date"] = date
     return frame
 
@@ -283,12 +290,44 @@ def labels_landed(first: dt.date, last: dt.date) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).drop_duplicates(feats.FEATURE_KEY, keep="last")
 
 
-def labelled_days(days: list[dt.date], known_by: dt.date) -> pd.DataFrame:
-    """Features of `days` with the labels that had landed by `known_by` (null: not yet known)."""
+def labelled_days(
+    days: list[dt.date], known_by: dt.date, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Features of `days` (every column, or `columns` and the die keys) with the labels that had
+    landed by `known_by` (null: not yet known). The index is each row's position in the days'
+    files, one after the other (window_rows reads more columns of chosen rows by it)."""
     if not days:
         return pd.DataFrame()
-    frame = pd.concat([read_features(d) for d in days], ignore_index=True)
+    wanted = None if columns is None else list(dict.fromkeys([*feats.FEATURE_KEY, *columns]))
+    frame = pd.concat([read_features(d, wanted) for d in days], ignore_index=True)
     return feats.join_labels(frame, labels_landed(days[0] + dt.timedelta(days=1), known_by))
+
+
+def window_tests(days: list[dt.date]) -> list[str]:
+    """The `p_*` columns of the days' feature tables, in the order labelled_days(days) has them."""
+    names = (pq.read_schema(features_path(d)).names for d in days)
+    return list(dict.fromkeys(c for day in names for c in day if c.startswith(feats.TEST_PREFIX)))
+
+
+def window_rows(days: list[dt.date], positions: pd.Index, columns: Sequence[str]) -> pd.DataFrame:
+    """`columns` of the rows of labelled_days(days) at `positions` (its index), in that order,
+    each day's file read a batch at a time (feats.read_rows): a few columns of every row, or
+    every test of a few rows, never the whole wide table."""
+    wanted = np.asarray(positions)
+    return pd.concat(_rows_by_day(days, np.sort(wanted), columns)).loc[wanted]
+
+
+def _rows_by_day(
+    days: list[dt.date], positions: np.ndarray, columns: Sequence[str]
+) -> Iterator[pd.DataFrame]:
+    start = 0
+    for day in days:
+        path = features_path(day)
+        end = start + pq.ParquetFile(path).metadata.num_rows
+        rows = positions[(positions >= start) & (positions < end)]
+        if len(rows):
+            yield feats.read_rows(path, rows - start, columns).set_axis(pd.Index(rows))
+        start = end
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -307,6 +346,19 @@ def store() -> registry.Store:
 def scratch() -> Path:
     """Where registered model files are fetched to be checked and loaded (then removed)."""
     return paths().root_path() / "registry" / "scratch"
+
+
+# What Train reads of every window row; the tests' results it reads only where it needs them.
+WINDOW_COLUMNS = [*feats.DIE_COLUMNS, *yield_model.model_features([])]
+
+
+def selected_tests(days: list[dt.date], train: pd.DataFrame, params: yield_model.ModelParams) -> list[str]:
+    """model.select_tests on `train` (rows of labelled_days(days)) as if it held every `p_*`
+    column, reading the tests' results of only the rows it ranks them on: the same tests."""
+    tests = window_tests(days)
+    rows = yield_model.selection_rows(yield_model.labelled(train, []), len(tests), params.seed)
+    results = window_rows(days, rows.index, tests).assign(ft_failed=rows["ft_failed"].to_numpy())
+    return yield_model.rank_tests(results, tests, params.k_tests)
 
 
 class Train(DailyStage):
@@ -340,18 +392,21 @@ class Train(DailyStage):
         new_devices = read_json(Path(self.input()["today"].path))["rows"]["dies"]
         self.set_status_message("loading the labelled window")
         worth_loading = gate["passed"] and new_devices >= settings.min_devices
-        window = labelled_days(self.window(), known_by=self.date) if worth_loading else pd.DataFrame()
+        days = self.window()
+        window = labelled_days(days, self.date, WINDOW_COLUMNS) if worth_loading else pd.DataFrame()
         labelled = window[window["ft_failed"].notna() & window["ws_passed"]] if len(window) else window
         rules = decisions.TrainingRules(settings.min_devices, settings.train_window_days)
         plan = decisions.training_plan(gate["passed"], gate["failed"], new_devices, labelled, rules)
         if plan["status"] == "skipped":
             return self._skip(plan.pop("decision"), **{k: v for k, v in plan.items() if k != "status"})
         train, train_days = plan["train"], plan["train_days"]
-        self.set_status_message(f"training on {len(train)} dies of {len(train_days)} days")
+        self.set_status_message(f"choosing tests on {len(train)} dies of {len(train_days)} days")
         self.set_progress_percentage(20)
         params = yield_model_settings().model_params()
-        selected = yield_model.select_tests(train, params.k_tests, seed=params.seed)
-        candidate = yield_model.train_model(train, yield_model.model_features(selected), params)
+        selected = selected_tests(days, train, params)
+        self.set_status_message(f"training on {len(train)} dies of {len(train_days)} days")
+        raw = window_rows(days, train.index, [feats.raw_column(t) for t in selected])
+        candidate = yield_model.train_model(train.join(raw), yield_model.model_features(selected), params)
         with self.publish() as (work, manifest):
             saved = yield_model.save_model(candidate, work)
             manifest.update(
@@ -474,7 +529,8 @@ class ValidateCandidate(StageTask):
             champion = plan["champion"] and registry.load(store(), plan["champion"]["version"], scratch())
         except (registry.RegistryError, ModelIntegrityError) as refused:
             return self._decide(day, {"decision": "lost", "why": f"refused: {refused}"}, {})
-        labelled = labelled_days(days, known_by=day)
+        models_read = lifecycle.columns_read(m for m in (candidate, champion) if m)
+        labelled = labelled_days(days, known_by=day, columns=models_read)
         labelled = (
             labelled[labelled["ft_failed"].notna() & labelled["ws_passed"]] if len(labelled) else labelled
         )
@@ -622,7 +678,9 @@ class Score(DailyStage):
             return
         self.set_status_message(f"scoring with {lifecycle.describe(plan)}")
         loaded = self.load_models(plan)
-        scored = lifecycle.serve(read_features(self.date), plan, loaded)
+        scored = lifecycle.serve(
+            read_features(self.date, lifecycle.columns_read(loaded.values())), plan, loaded
+        )
         floor = wafer_yield().min_forecast_yield
         predictions, wafers, low = yield_model.score_day(scored, floor, lifecycle.SERVING_COLUMNS)
         with self.publish() as (work, manifest):

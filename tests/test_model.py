@@ -70,6 +70,24 @@ def test_selection_takes_causes_not_their_shadows(train: pd.DataFrame) -> None:
     assert ym.model_features(["p_m"]) == ["raw_m", *SPATIAL_FEATURES, *WAFER_FEATURES]
 
 
+def test_selection_is_bounded_by_cells_and_its_blocks_change_no_bit(
+    train: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many = pd.DataFrame(index=range(50_000))
+    assert len(ym.selection_rows(many, 100)) == ym.SELECTION_ROWS  # demo scale: rows bound it
+    assert len(ym.selection_rows(many, 11_000)) == ym.SELECTION_CELLS // 11_000 == 1818  # bench: cells
+    assert ym.selection_rows(many, 11_000, seed=3).index.equals(ym.selection_rows(many[[]], 11_000, 3).index)
+    tests = ["p_m", "p_m2", "p_u", "p_noise"]
+    rows = ym.labelled(train, tests)
+    values = rows[tests].to_numpy(dtype=np.float32).T
+    whole, chosen = ym._standardized(values.copy()), ym.select_tests(train, 4)
+    assert whole.dtype == np.float32 and whole.shape == (4, len(rows))
+    monkeypatch.setattr(ym, "BLOCK_CELLS", 1)  # a block per test
+    assert np.array_equal(ym._standardized(values.copy()), whole)
+    assert np.array_equal(ym._standardized(np.asfortranarray(values)), whole)  # any layout, same sums
+    assert ym.select_tests(train, 4) == chosen
+
+
 def test_training_rows_are_labelled_sort_passing_dies(train: pd.DataFrame, forest: ym.YieldModel) -> None:
     usable = train["ws_passed"] & train["ft_failed"].notna()
     assert forest.meta["rows"] == usable.sum()

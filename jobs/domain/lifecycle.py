@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from jobs.domain.features import DIE_COLUMNS
 from jobs.domain.model import evaluate_scores
 from jobs.domain.registry import CHALLENGER, CHAMPION, Change
 
@@ -158,6 +160,14 @@ def serve(dies: pd.DataFrame, plan: Plan, models: dict[int, Any]) -> pd.DataFram
         challenger_version=pd.array([challenger] * len(dies), dtype="Int64"),
         p_fail_challenger=other,
     )
+
+
+def columns_read(models: Iterable[Any]) -> list[str]:
+    """The feature-table columns that serving (`serve`, model.score_day) and validating
+    (`candidate_metrics`) a day with `models` read: the die's identity and wafer-sort outcome,
+    and every model's features (a YieldModel's or a notebook's contract). Feature tables have
+    ~22,000 columns at bench scale; a day needs a few dozen."""
+    return list(dict.fromkeys([*DIE_COLUMNS, *(c for m in models for c in m.features)]))
 
 
 def candidate_metrics(model: Any, labelled: pd.DataFrame, holdout: Any) -> dict[str, Any]:

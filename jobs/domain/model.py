@@ -17,12 +17,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.domain.features import FEATURE_KEY, SPATIAL_FEATURES, WAFER_FEATURES, raw_column, test_columns
+from jobs.domain.features import (
+    DIE_COLUMNS,
+    FEATURE_KEY,
+    SPATIAL_FEATURES,
+    WAFER_FEATURES,
+    raw_column,
+    test_columns,
+)
 from jobs.files import read_json, write_bytes, write_json
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 SELECTION_ROWS = 30_000  # rows used to rank tests: ranking is the cost, and the order is settled by then
+SELECTION_CELLS = 20_000_000  # and at most this many results (80 MB float32): 1,800 rows of 11,000 tests
+BLOCK_CELLS = 1_000_000  # test ranking's float64/int64 work goes a block of this many results at a time
 CALIBRATION_ROWS = 100_000  # training rows whose out-of-bag scores fit the calibration
 EPS = 1e-6
 
@@ -57,46 +66,86 @@ def labelled(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataF
 
 
 def select_tests(train: pd.DataFrame, k: int, seed: int = 0) -> list[str]:
-    """The k `p_*` columns that best separate ft_failed, chosen greedily, each step taking the
-    test whose part not explained (linearly) by the tests already chosen separates best.
+    """The k `p_*` columns of `train` that best separate ft_failed (see rank_tests), ranked on
+    the rows `selection_rows` picks."""
+    columns = test_columns(train)
+    return rank_tests(selection_rows(labelled(train, columns), len(columns), seed), columns, k)
+
+
+def selection_rows(rows: pd.DataFrame, tests: int, seed: int = 0) -> pd.DataFrame:
+    """The labelled `rows` that rank `tests` tests, in the order rank_tests takes them: all, or
+    a seeded sample of SELECTION_ROWS, fewer when that many rows would hold more than
+    SELECTION_CELLS results. Only the count of rows and the seed choose them, so a table without
+    the `p_*` columns picks the same rows (the workflow then reads just their tests)."""
+    size = max(min(SELECTION_ROWS, SELECTION_CELLS // max(tests, 1)), 1)
+    return rows.sample(size, random_state=seed) if len(rows) > size else rows
+
+
+def rank_tests(rows: pd.DataFrame, columns: Sequence[str], k: int) -> list[str]:
+    """The k of `columns` that best separate `rows`' ft_failed, chosen greedily, each step taking
+    the test whose part not explained (linearly) by the tests already chosen separates best.
 
     Separation is rank-based and allows for curvature: max(|AUC(r) - 0.5|, |AUC(|r|) - 0.5|) of
     the residual r, so a monotone effect of any shape counts, and |r| catches effects growing on
     both sides (a U). Taking out what the chosen tests explain (Gram-Schmidt) is what keeps the
     siblings of a chosen test (the same measurement on other pins or conditions, which follow it
     closely) from filling the list: plain univariate ranking put 12 speed-test siblings ahead of
-    the leakage test that matters. Missing values count as the median; at most SELECTION_ROWS
-    rows (a seeded sample) are used.
+    the leakage test that matters. Missing values count as the median.
+
+    Memory: the residuals are one float32 matrix (a row per test), stacked from the columns and
+    standardized in place; standardizing (float64) and ranking (int64 ranks) go a block of tests
+    at a time, so no float64 or int64 copy of the whole matrix is made: with SELECTION_CELLS
+    results the matrix is 80 MB, and each such copy would add 160 (there were three).
     """
-    columns = test_columns(train)
-    rows = labelled(train, columns)
-    if len(rows) > SELECTION_ROWS:
-        rows = rows.sample(SELECTION_ROWS, random_state=seed)
+    columns = list(columns)
     y = rows["ft_failed"].to_numpy(dtype=bool)
     if not columns or y.all() or not y.any():
         return columns[:k]
-    residual = _standardized(rows[columns].to_numpy(dtype=float)).T.astype(np.float32)  # a row per test
+    residual = _standardized(np.stack([rows[c].to_numpy(dtype=np.float32) for c in columns]))
     chosen: list[int] = []
     for _ in range(min(k, len(columns))):
-        score = np.maximum(np.abs(_auc_rows(y, residual) - 0.5), np.abs(_auc_rows(y, np.abs(residual)) - 0.5))
+        score = _separation(y, residual)
         score[chosen] = -1.0
         best = int(np.argmax(score))
         chosen.append(best)
         direction = residual[best].copy()
         norm = float(direction @ direction)
         if norm > 0:
-            residual -= np.outer((residual @ direction) / norm, direction)
+            along = (residual @ direction) / norm
+            for block in _blocks(residual):
+                residual[block] -= np.outer(along[block], direction)
     return [columns[j] for j in chosen]
 
 
+def _blocks(matrix: np.ndarray) -> list[slice]:
+    """Slices of `matrix`'s rows (tests) holding about BLOCK_CELLS cells each."""
+    step = max(BLOCK_CELLS // max(matrix.shape[1], 1), 1)
+    return [slice(start, start + step) for start in range(0, len(matrix), step)]
+
+
 def _standardized(values: np.ndarray) -> np.ndarray:
-    """Columns with missing values set to the median, then centred and scaled (constant: all 0)."""
-    with np.errstate(all="ignore"), warnings.catch_warnings(action="ignore", category=RuntimeWarning):
-        median = np.nan_to_num(np.nanmedian(values, axis=0))
-    values = np.where(np.isnan(values), median, values)
-    values -= values.mean(axis=0)
-    spread = values.std(axis=0)
-    return values / np.where(spread > 0, spread, np.inf)
+    """`values` (float32, a row per test), in place: missing values set to the row's median,
+    then centred and scaled (constant: all 0). Computed in float64 a C-ordered block at a time,
+    whatever the layout of `values`, so the sums run in the same order (and give the same bits)
+    for any table."""
+    for block in _blocks(values):
+        part = np.ascontiguousarray(values[block], dtype=np.float64)
+        with np.errstate(all="ignore"), warnings.catch_warnings(action="ignore", category=RuntimeWarning):
+            median = np.nan_to_num(np.nanmedian(part, axis=1))
+        part = np.where(np.isnan(part), median[:, None], part)
+        part -= part.mean(axis=1)[:, None]
+        spread = part.std(axis=1)[:, None]
+        values[block] = part / np.where(spread > 0, spread, np.inf)
+    return values
+
+
+def _separation(y: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """max(|AUC(r) - 0.5|, |AUC(|r|) - 0.5|) of every row r of `residual`, a block at a time."""
+    score = np.empty(len(residual))
+    for block in _blocks(residual):
+        part = residual[block]
+        score[block] = np.maximum(np.abs(_auc_rows(y, part) - 0.5), np.abs(_auc_rows(y, np.abs(part)) - 0.5))
+    return score
 
 
 def _auc_rows(y: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -355,7 +404,7 @@ def score_day(
     with their p_fail."""
     wafers = wafer_forecast(scored)
     low = wafers[wafers["forecast_yield"] < min_forecast_yield]
-    keep = [*FEATURE_KEY, "fab", "ws_passed", "p_fail", *extra]
+    keep = [*DIE_COLUMNS, "p_fail", *extra]
     predictions = scored.loc[scored["ws_passed"], keep].reset_index(drop=True)
     return predictions, wafers, low[["fab", "lot_id", "wafer_id", "forecast_yield"]].to_dict("records")
 

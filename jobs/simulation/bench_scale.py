@@ -125,6 +125,7 @@ def _training(root: Path) -> dict:
         "runs": [{"train_rows": m["rows"]["train"], "seconds": m.get("seconds")} for m in trained],
         "bounded_by": {
             "test_selection_rows": model.SELECTION_ROWS,
+            "test_selection_cells": model.SELECTION_CELLS,
             "rows_per_tree": model.ModelParams().max_samples,
             "calibration_rows": model.CALIBRATION_ROWS,
         },
