@@ -154,7 +154,7 @@ LINEAGE = {
     "monitor": ["convert", "monitor_reference", "monitor"],
 }
 # Versions other than 1 in luigi.cfg's [versions]: each bump's reason is in luigi.cfg.
-DEFAULT_VERSIONS = {"convert": 2, "ingest": 2, "deploy": 2, "score": 2}
+DEFAULT_VERSIONS = {"convert": 2, "ingest": 2, "train": 2, "deploy": 2, "score": 2}
 FOLDERS = {
     "convert": "converted", "train": "models", "candidate": "candidates", "score": "predictions",
     "daily": "wafer_yield_daily", "merge": "fab_merge_hourly", "monitor": "quality_monitor",

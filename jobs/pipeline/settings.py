@@ -91,7 +91,7 @@ class versions(luigi.Config):  # noqa: N801
     ingest = luigi.IntParameter(default=2)
     quality = luigi.IntParameter(default=1)
     features = luigi.IntParameter(default=1)
-    train = luigi.IntParameter(default=1)
+    train = luigi.IntParameter(default=2)
     deploy = luigi.IntParameter(default=2)
     candidate = luigi.IntParameter(default=1)
     lifecycle = luigi.IntParameter(default=1)
