@@ -187,6 +187,7 @@ def write_day(tables: Iterable[pa.Table], path: Path) -> dict[str, int]:
         writer.write_table(table, row_group_size=max(table.num_rows, 1))
         if table.num_rows:
             rows[table["fab"][0].as_py()] = table.num_rows
+        del table  # before the next fab's is built: one fab's matrices in memory, not two
     if writer is None:
         pq.write_table(pa.table({}), path)
     else:
