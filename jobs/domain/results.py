@@ -50,11 +50,14 @@ def read_parts(folders: Sequence[Path]) -> tuple[pd.DataFrame, list[Source]]:
 
 
 def batches(
-    sources: Iterable[Source], columns: Sequence[str], kinds: Sequence[str] | None = None
+    sources: Iterable[Source],
+    columns: Sequence[str],
+    kinds: Sequence[str] | None = None,
+    where: pc.Expression | None = None,
 ) -> Iterator[pa.Table]:
     """The results of `sources`, one row group at a time, as Arrow tables (where a NaN result
     and a null one, STDF's "no value", stay apart): `part_key` and `columns`, only the records
-    of `kinds` (e.g. ["PTR"]) when given."""
+    of `kinds` (e.g. ["PTR"]) when given, only the rows `where` keeps (on `columns`) when given."""
     wanted = list(dict.fromkeys(["part_index", *columns, *(["kind"] if kinds else [])]))
     for source in sources:
         file = pq.ParquetFile(source.folder / "results.parquet")
@@ -62,6 +65,8 @@ def batches(
             table = file.read_row_group(group, columns=wanted)
             if kinds:
                 table = table.filter(of_kinds(table, kinds))
+            if where is not None:
+                table = table.filter(where)
             yield _keyed(table.select(["part_index", *columns]), source.offset)
 
 
@@ -73,15 +78,10 @@ def of_kinds(table: pa.Table, kinds: Sequence[str]) -> pa.ChunkedArray:
 def read_all(
     sources: Iterable[Source], columns: Sequence[str] = RESULT_COLUMNS, filters: list | None = None
 ) -> pd.DataFrame:
-    """All the results of `sources` (that pass the pyarrow `filters`) in one table: for small days
-    and for the few results a report reads, not for a realistic day's whole results."""
-    tables = [
-        _keyed(
-            pq.read_table(s.folder / "results.parquet", columns=["part_index", *columns], filters=filters),
-            s.offset,
-        )
-        for s in sources
-    ]
+    """The results of `sources` that pass the pyarrow `filters` (on `columns`) in one table, read
+    a row group at a time: for small days, and for the few results a report reads."""
+    where = pq.filters_to_expression(filters) if filters else None
+    tables = list(batches(sources, columns, where=where))
     if not tables:
         tables = [_keyed(RESULTS_SCHEMA.empty_table().select(["part_index", *columns]), 0)]
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
