@@ -81,11 +81,23 @@ def read_all(
     """The results of `sources` that pass the pyarrow `filters` (on `columns`) in one table, read
     a row group at a time: for small days, and for the few results a report reads."""
     where = pq.filters_to_expression(filters) if filters else None
-    tables = list(batches(sources, columns, where=where))
+    tables = [_decoded(t) for t in batches(sources, columns, where=where)]
     if not tables:
-        tables = [_keyed(RESULTS_SCHEMA.empty_table().select(["part_index", *columns]), 0)]
-    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-    return table.to_pandas(types_mapper=PANDAS_TYPES)
+        tables = [_decoded(_keyed(RESULTS_SCHEMA.empty_table().select(["part_index", *columns]), 0))]
+    table = pa.concat_tables(tables)
+    names = [c for c in ("kind", "test_txt") if c in table.column_names]
+    for name in names:  # categoricals again, as stored
+        table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(table[name]))
+    return table.combine_chunks().to_pandas(types_mapper=PANDAS_TYPES)
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """`table` with its dictionary columns as plain values: a few rows kept of a row group would
+    otherwise each keep the whole dictionary (11,000 test names at bench scale)."""
+    plain = [
+        pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema
+    ]
+    return table.cast(pa.schema(plain))
 
 
 def tests_of(sources: Iterable[Source], kinds: Sequence[str] | None = None) -> np.ndarray:
