@@ -2,8 +2,9 @@
 
     FabDayLanded(fab, date)   the landing day is _READY, or its deadline has passed (= offline)
     IngestFab(fab, date)      every file of the fab's day converted once (ConvertFile), bad files
-                              quarantined, resent files read once; wafer-sort dies and results
-                              and the final-test units that landed that day as Parquet
+                              quarantined, resent files read once; wafer-sort dies (their
+                              results stay in the conversions) and the final-test units that
+                              landed that day as Parquet
     QualityGate(date)         jobs/domain/quality.py over every fab: a failed gate stops training
     Features(date)            die features (jobs/domain/features.py), all fabs of the day
     Train(date)               a candidate on the labelled trailing window (jobs/domain/model.py)
@@ -39,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import __version__
-from jobs.domain import decisions, ingest, lifecycle, quality, registry, report_page, results
+from jobs.domain import decisions, ingest, lifecycle, quality, registry, report_page
 from jobs.domain import features as feats
 from jobs.domain import model as yield_model
 from jobs.domain import yield_views as views
@@ -133,8 +134,9 @@ class FabDayLanded(luigi.ExternalTask):
 
 
 class IngestFab(DailyStage):
-    """`ingest/{tag}/date=D/fab=F/`: dies.parquet and results.parquet (wafer sort) and
-    final_test.parquet (the final-test units that landed that day), or an offline record."""
+    """`ingest/{tag}/date=D/fab=F/`: dies.parquet (wafer sort; the manifest gives each file's
+    part_key offset into its conversion's results) and final_test.parquet (the final-test units
+    that landed that day), or an offline record."""
 
     stage = "ingest"
     folder_name = "ingest"
@@ -258,10 +260,7 @@ class Features(DailyStage):
         for i, fab in enumerate(fabs):
             self.set_status_message(f"features of {fab}")
             day = read_ingest(fab, self.date)
-            stream = results.batches(day["sources"], feats.PTR_COLUMNS, kinds=["PTR"])
-            yield feats.build_features(
-                day["dies"], stream, fab=fab, tests=results.tests_of(day["sources"], ["PTR"])
-            )
+            yield feats.fab_features(day["dies"], day["sources"], fab=fab)
             self.set_progress_percentage(100 * (i + 1) // len(fabs))
 
 

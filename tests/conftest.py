@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_STDF
+from tests.helpers import SHARED_STDF, luigi_settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tasks_in_process() -> Iterator[None]:
+    """luigi.cfg runs every task in a process of its own ([worker] force_multiprocessing); the
+    tests that build tasks in this process run them here, so that their spies, caplog and
+    monkeypatches see them. The commands the tests start keep the default."""
+    with luigi_settings(worker={"force_multiprocessing": "false"}):
+        yield
 
 
 @pytest.fixture(scope="session")

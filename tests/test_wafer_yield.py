@@ -188,7 +188,7 @@ def test_a_version_bump_reruns_that_stage_and_downstream_only(week: Path) -> Non
 
 def test_too_few_devices_skip_training_with_an_alert(week: Path) -> None:
     with (
-        luigi_settings(paths={"root": week}, versions={"train": 2}, **SETTINGS),
+        luigi_settings(paths={"root": week}, versions={"train": 3}, **SETTINGS),
         luigi_settings(wafer_yield={"min_devices": 100000}),
     ):
         assert build(Deploy(date=DAYS[2]))

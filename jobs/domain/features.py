@@ -96,6 +96,12 @@ def build_features(
     return pa.Table.from_arrays([*head.columns, *tests.arrays(), *tail.columns], names=names)
 
 
+def fab_features(parts: pd.DataFrame, sources: Sequence[results.Source], *, fab: str) -> pa.Table:
+    """build_features of a fab-day's parts and its conversions' results, streamed."""
+    stream = results.batches(sources, PTR_COLUMNS, kinds=["PTR"])
+    return build_features(parts, stream, fab=fab, tests=results.tests_of(sources, ["PTR"]))
+
+
 class TestMatrix(NamedTuple):
     """(dies, tests) robust z in test-number order and raw values in the order the tests were
     first seen (`order` puts them in test-number order); float32, column-major."""

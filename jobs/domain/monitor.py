@@ -141,7 +141,7 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
     tests = pd.read_parquet(folder / "tests.parquet", columns=["test_num", "test_txt"])
     parts = pd.read_parquet(folder / "parts.parquet").rename(columns={"part_index": "part_key"})
     results = pq.read_table(folder / "results.parquet", columns=["kind", "result"])
-    values = results.filter(of_kinds(results, ["PTR", "MPR"]))["result"]
+    measured = results.filter(of_kinds(results, ["PTR", "MPR"]))["result"]
     no_values = pd.DataFrame({"test": [], "value": []})
     values = harmonized_file(folder, fab, context.names) if facts["wafers"] else no_values
     strict = quality.Thresholds(max_nonfinite_share=0, max_duplicate_die_share=0)  # per file: none at all
@@ -155,7 +155,7 @@ def check_file(fab: str, conversion: Conversion, context: WindowContext) -> dict
     if facts["wafers"]:  # the bounds are of wafer-sort tests
         checks.append(quality.check_physical_bounds(name, values, context.bounds))
     checks += [
-        quality.check_finite_results(name, quality.count_nonfinite(values), len(values), strict),
+        quality.check_finite_results(name, quality.count_nonfinite(measured), len(measured), strict),
         quality.check_duplicate_dies(name, parts.dropna(subset=["x_coord", "y_coord"]), strict),
         quality.check_duplicate_file(name, sha, context.landed_before(fab, path)),
     ]

@@ -185,7 +185,7 @@ def check_finite_results(fab: str, nonfinite: int, rows: int, limits: Thresholds
     )
 
 
-def check_completeness(fab: str, dies: pd.DataFrame, results: ResultFigures, limits: Thresholds) -> Check:
+def check_completeness(fab: str, dies: pd.DataFrame, figures: ResultFigures, limits: Thresholds) -> Check:
     """A die that passed ran its test program's whole catalogue (every test number the day's
     files of that program executed); a passing die with tests missing was not fully tested."""
     last = last_tests(dies)
@@ -193,11 +193,11 @@ def check_completeness(fab: str, dies: pd.DataFrame, results: ResultFigures, lim
     if passing.empty:
         return Check(f"{fab}: completeness", False, "error", "no passing die to check", {"passing_dies": 0})
     catalogue = {
-        job: results.catalogue(keys.to_numpy())
+        job: figures.catalogue(keys.to_numpy())
         for job, keys in dies.groupby("job", observed=True)["part_key"]
     }
     catalogue = {job: size for job, size in catalogue.items() if size}  # a program that ran no test
-    ran = results.tests_ran(passing["part_key"].to_numpy())
+    ran = figures.tests_ran(passing["part_key"].to_numpy())
     needed = passing["job"].map(catalogue).to_numpy(dtype="float64", na_value=np.nan)
     complete = ran >= needed  # False where the program has no catalogue
     share = float(complete.mean())
@@ -255,12 +255,12 @@ def check_fab(fab: str, tables: dict[str, Any], limits: Thresholds) -> list[Chec
     checks = [schema, check_files(fab, tables["ingest"])]
     if not schema.passed or tables["dies"].empty:
         return checks
-    dies, results = tables["dies"], tables["results"]
+    dies, figures = tables["dies"], tables["results"]
     return [
         *checks,
         check_value_ranges(fab, dies, limits),
-        check_finite_results(fab, results.nonfinite, results.rows, limits),
-        check_completeness(fab, dies, results, limits),
+        check_finite_results(fab, figures.nonfinite, figures.rows, limits),
+        check_completeness(fab, dies, figures, limits),
         check_duplicate_dies(fab, dies, limits),
     ]
 

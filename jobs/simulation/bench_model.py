@@ -59,7 +59,8 @@ def floor_tables(folders: dict[tuple[str, str], list[Path]]) -> tuple[Any, Any, 
     """Features of every fab-day (with a `date` column), final-test labels, and build figures."""
     import pandas as pd
 
-    from jobs.domain.features import build_features, combine_conversions, final_test_labels
+    from jobs.domain.features import fab_features, final_test_labels
+    from jobs.domain.results import read_parts
 
     features, labels, seconds, unparsed = [], [], [], 0
     for (fab, day), paths in sorted(folders.items()):
@@ -67,11 +68,11 @@ def floor_tables(folders: dict[tuple[str, str], list[Path]]) -> tuple[Any, Any, 
         final_test = [p for p in paths if p.name.startswith("FT_")]
         if wafer_sort:
             started = time.perf_counter()
-            table = build_features(*combine_conversions(wafer_sort), fab=fab)
+            table = fab_features(*read_parts(wafer_sort), fab=fab).to_pandas()
             seconds.append(time.perf_counter() - started)
             features.append(table.assign(date=day))
         if final_test:  # the lots of the day before
-            table, bad = final_test_labels(combine_conversions(final_test)[0])
+            table, bad = final_test_labels(read_parts(final_test)[0])
             labels.append(table)
             unparsed += bad
     figures = {
