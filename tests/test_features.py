@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.domain import features as feat
+from jobs.domain.results import read_all, read_parts
 from jobs.simulation.floor import neighbour_fail_share
 from jobs.simulation.simulate import main as simulate
 from jobs.stdf import convert_stdf
@@ -21,7 +22,7 @@ GRID = [(x, y) for y in (1, 0, -1) for x in (-1, 0, 1)]  # a 3x3 wafer, centre (
 
 
 def parts_table(dies: list[dict]) -> pd.DataFrame:
-    """Parts as combine_conversions returns them; each die dict overrides the defaults."""
+    """Parts as results.read_parts returns them; each die dict overrides the defaults."""
     rows = []
     for key, die in enumerate(dies):
         row = dict(part_key=key, lot_id="L1", wafer_id="01", x_coord=0, y_coord=0, hard_bin=1, soft_bin=1)
@@ -207,7 +208,7 @@ def write_folder(folder: Path, parts: list[dict], results: list[dict]) -> Path:
     return folder
 
 
-def test_combine_conversions_keys_parts_across_files(tmp_path: Path) -> None:
+def test_parts_and_results_are_keyed_across_files(tmp_path: Path) -> None:
     def part(i: int, wafer: str) -> dict:
         return dict(part_index=i, lot_id="L", wafer_id=wafer, x_coord=i, y_coord=0, passed=True, retest=0)
 
@@ -216,7 +217,8 @@ def test_combine_conversions_keys_parts_across_files(tmp_path: Path) -> None:
 
     a = write_folder(tmp_path / "aaa", [part(0, "01"), part(1, "01")], [result(0, "T"), result(1, "T")])
     b = write_folder(tmp_path / "bbb", [part(0, "02")], [result(0, "U")])
-    parts, results = feat.combine_conversions([a, b, a])  # a folder given twice is read once
+    parts, sources = read_parts([a, b, a])  # a folder given twice is read once
+    results = read_all(sources)
     assert parts["part_key"].tolist() == [0, 1, 2]
     assert parts["source_sha256"].tolist() == ["aaa", "aaa", "bbb"]
     assert "part_index" not in parts and "part_index" not in results
@@ -273,8 +275,8 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> dict:
         folders[path.name] = root / "converted" / path.name
     sort = [f for name, f in folders.items() if not name.startswith("FT_")]
     final = [f for name, f in folders.items() if name.startswith("FT_")]
-    features = features_of(*feat.combine_conversions(sort))
-    labels, unparsed = feat.final_test_labels(feat.combine_conversions(final)[0])
+    features = feat.fab_features(*read_parts(sort), fab="fab1").to_pandas()
+    labels, unparsed = feat.final_test_labels(read_parts(final)[0])
     truth = pd.read_parquet(root / "truth" / "fab1" / "2026-11-18.parquet")
     return dict(features=features, labels=labels, unparsed=unparsed, truth=truth)
 

@@ -307,7 +307,8 @@ def test_inspect_of_an_unreadable_file_says_why_in_one_line(tmp_path: Path, kind
 def test_a_result_without_verdict_reaches_the_gate_as_a_boolean(tmp_path: Path) -> None:
     """TEST_FLG bit 6 (no pass/fail indication) makes `failed` null: the day's results keep a
     nullable boolean column, so the gate's schema check passes (it once read "type object")."""
-    from jobs.domain import features, quality
+    from jobs.domain import quality
+    from jobs.domain.results import read_all, read_parts
     from jobs.stdf import convert_stdf
 
     def no_verdict(f: Floor) -> None:
@@ -316,7 +317,7 @@ def test_a_result_without_verdict_reaches_the_gate_as_a_boolean(tmp_path: Path) 
         f.prr(1, 0, 0, 0)
 
     convert_stdf(write_file(tmp_path / "nv.stdf", no_verdict), tmp_path / "out")
-    _, results = features.combine_conversions([tmp_path / "out"])
+    results = read_all(read_parts([tmp_path / "out"])[1])
     assert results["failed"].isna().sum() == 1 and str(results["failed"].dtype) == "boolean"
     assert quality._kind(results["failed"]) == "b"
 

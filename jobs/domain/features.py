@@ -42,16 +42,6 @@ _SPAN = 1 << 17
 _SHIFT = 1 << 16
 
 
-# --- reading ------------------------------------------------------------------------------------
-
-
-def combine_conversions(folders: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Parts and all results of several converted files, with a `part_key` unique across them
-    (see `results.read_parts`): for small days and tests; the workflow streams the results."""
-    parts, sources = results.read_parts(folders)
-    return parts, results.read_all(sources)
-
-
 # --- dies and their wafer-sort outcome ----------------------------------------------------------
 
 
